@@ -1,0 +1,132 @@
+"""The frozen training configuration and the named recipes.
+
+The CLI only parses flags into a :class:`TrainConfig`; the resolved config is
+saved in ``meta.json`` so every run records exactly how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.augment import AugmentConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau", "triangle")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "simple_cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    input_size: int | None = None        # imagefolder/digits: side after resize + centre crop
+    train_subset: int | None = None      # first N training images (quick runs and tests)
+    test_subset: int | None = None
+    val_fraction: float = 0.1
+    pretrained: bool = False
+
+    epochs: float = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    loss_reduction: str = "mean"         # "sum" makes lr a per-example rate (fast recipe)
+    bias_lr_scale: float = 1.0           # BatchNorm/whitening biases: lr x this, weight decay / this
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.0         # triangle/onecycle: share of steps spent warming up
+    step_size: int = 10                  # step schedule: epochs between decays
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    patience: int = 0                    # early stopping on validation loss; 0 = off
+    class_weighting: bool = False        # inverse-frequency class weights in the loss
+    oversample: bool = False             # sample classes equally often
+
+    teacher: str | None = None           # run directory of a distillation teacher
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.7           # weight of the soft-target KL term
+    distill_cosine: float = 0.0          # weight of the hidden-feature cosine term
+
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lookahead_every: int = 0             # >0: EMA of weights every k steps, copied back (lookahead)
+    whiten_bias_epochs: float = 0        # fast net: epochs during which the whitening bias trains
+    tta: bool = False                    # also report test accuracy with mirror/shift averaging
+
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    precision: str = "auto"              # auto | fp32 | bf16 | fp16
+    channels_last: bool = True
+    out: str = "runs/run"
+    recipe: str | None = None
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError("loss_reduction must be mean or sum")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError("precision must be auto, fp32, bf16 or fp16")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("epochs and batch_size must be positive")
+        if self.patience and self.val_fraction == 0:
+            raise ValueError("early stopping (patience) needs a validation split (val_fraction > 0)")
+        if self.schedule == "plateau" and self.val_fraction == 0:
+            raise ValueError("the plateau schedule needs a validation split (val_fraction > 0)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        d = dict(d)
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig(**d["augment"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# airbench94's published hyper-parameters, converted to per-example values:
+# lr 11.5 and weight decay 0.0153 per 1024 examples, divided by 1024 * (1 + 1 / (1 - momentum)).
+_KILOSTEP = 1024 * (1 + 1 / (1 - 0.85))
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "fast": dict(
+        model="fast", epochs=10, batch_size=1024, optimizer="sgd", momentum=0.85, nesterov=True,
+        lr=11.5 / _KILOSTEP, weight_decay=0.0153 * 1024 / _KILOSTEP, loss_reduction="sum",
+        bias_lr_scale=64.0, schedule="triangle", warmup_fraction=0.23, label_smoothing=0.2,
+        # No early stopping or plateau schedule: nothing is selected, so all 50k images train.
+        val_fraction=0.0, lookahead_every=5, whiten_bias_epochs=3, tta=True,
+        augment=AugmentConfig(translate=2, pad_mode="reflect", flip="alternate"),
+    ),
+    "baseline": dict(
+        model="simple_cnn", epochs=20, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
+        weight_decay=5e-4, schedule="cosine", augment=AugmentConfig(translate=4, flip="random"),
+    ),
+    "digits": dict(
+        dataset="digits", model="lenet5", epochs=15, batch_size=64, optimizer="adam", lr=2e-3,
+        weight_decay=1e-4, schedule="cosine", val_fraction=0.1,
+        augment=AugmentConfig(translate=2, pad_mode="zeros", flip="none"),
+    ),
+}
+
+
+def resolve(recipe: str | None, **overrides) -> TrainConfig:
+    """Recipe defaults, then explicit overrides (flags the user actually gave)."""
+    base: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
+        base = dict(RECIPES[recipe])
+    base.update(overrides)
+    return TrainConfig(recipe=recipe, **base)

@@ -1,0 +1,67 @@
+"""Inference on a whole split: logits, embeddings and test-time augmentation.
+
+Stored predictions are computed in fp32 so that anyone re-running the
+shipped weights reproduces them; test-time augmentation may use autocast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.preprocess import normalize
+from trainer.runtime import autocast
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, mean, std, *, batch_size: int = 500,
+            device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+            channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``(N, C, H, W)`` -> (logits ``(N, K)`` float32, embeddings ``(N, D)`` float32)."""
+    device = torch.device(device)
+    model.eval()
+    logits, embeds = [], []
+    for chunk in images.split(batch_size):
+        x = normalize(chunk.to(device), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, dtype):
+            e = model.embed(x)
+            out = model.head(e)
+        logits.append(out.float().cpu())
+        embeds.append(e.float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(embeds).numpy()
+
+
+@torch.no_grad()
+def predict_tta(model, images: torch.Tensor, mean, std, *, batch_size: int = 500,
+                device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                channels_last: bool = False) -> np.ndarray:
+    """Logits ``(N, K)`` averaged over the image, its mirror and 1-pixel shifts.
+
+    Half the weight goes to (image + mirror), half to the four shifted views
+    (up-left and down-right, each mirrored too), as in the published recipe.
+    """
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for chunk in images.split(batch_size):
+        x = normalize(chunk.to(device), mean, std)
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        h, w = x.shape[-2:]
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        views = [x, *shifted]
+        views += [v.flip(-1) for v in views]
+        with autocast(device, dtype):
+            ls = []
+            for v in views:
+                v = v.contiguous(memory_format=torch.channels_last) if channels_last else v.contiguous()
+                ls.append(model(v).float())
+        base = (ls[0] + ls[3]) / 2
+        shift = (ls[1] + ls[2] + ls[4] + ls[5]) / 4
+        out.append((0.5 * base + 0.5 * shift).cpu())
+    return torch.cat(out).numpy()
+
+
+def accuracy(logits: np.ndarray, labels) -> float:
+    return float((np.asarray(logits).argmax(1) == np.asarray(labels)).mean())
