@@ -96,9 +96,11 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_size: int | None = None) -> Dataset:
+def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_size: int | None = None,
+                 train: bool = True) -> Dataset:
+    """``train=False`` skips the training images where the source allows (the dashboard needs only the test split)."""
     if spec == "cifar10":
-        return _cifar10(data_dir_from(data_dir))
+        return _cifar10(data_dir_from(data_dir), train)
     if spec == "digits":
         return _digits(input_size or 32)
     if spec.startswith("imagefolder:"):
@@ -110,16 +112,18 @@ def _nhwc_to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def _cifar10(data_dir: Path | None) -> Dataset:
+def _cifar10(data_dir: Path | None, with_train: bool = True) -> Dataset:
     if data_dir is not None:
         train, test = data_dir / "cifar10_train.npz", data_dir / "cifar10_test.npz"
         if train.is_file() and test.is_file():
-            with np.load(train) as tr, np.load(test) as te:
-                return Dataset(
-                    "cifar10", _nhwc_to_tensor(tr["x"]), torch.from_numpy(tr["y"].astype(np.int64)),
-                    _nhwc_to_tensor(te["x"]), torch.from_numpy(te["y"].astype(np.int64)),
-                    tuple(str(c) for c in tr["classes"]),
-                )
+            with np.load(test) as te:
+                test_x, test_y = _nhwc_to_tensor(te["x"]), torch.from_numpy(te["y"].astype(np.int64))
+                classes = tuple(str(c) for c in te["classes"])
+            train_x, train_y = test_x[:0], test_y[:0]
+            if with_train:
+                with np.load(train) as tr:
+                    train_x, train_y = _nhwc_to_tensor(tr["x"]), torch.from_numpy(tr["y"].astype(np.int64))
+            return Dataset("cifar10", train_x, train_y, test_x, test_y, classes)
     return _cifar10_torchvision(data_dir)
 
 
@@ -193,7 +197,7 @@ def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = Non
     Reloads the dataset named in ``meta.json`` and checks its fingerprint, so
     predictions are never paired with the wrong images.
     """
-    ds = load_dataset(dataset_meta.get("spec", dataset_meta["name"]), data_dir, input_size)
+    ds = load_dataset(dataset_meta.get("spec", dataset_meta["name"]), data_dir, input_size, train=False)
     n = dataset_meta.get("test_subset") or len(ds.test_y)
     x, y = ds.test_x[:n], ds.test_y[:n]
     found = fingerprint(x, y)

@@ -15,7 +15,7 @@ from trainer.config import TrainConfig
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig, extra: list) -> list[dict]:
-    """Three groups: weights; normalisation biases (lr x bias_lr_scale); the whitening bias."""
+    """Three groups: weights; normalisation biases (lr x bias_lr_scale); the whitening bias (trains briefly)."""
     whiten_bias = getattr(getattr(model, "whiten", None), "bias", None)
     norm_bias, other = [], []
     for module in model.modules():
@@ -31,7 +31,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, extra: list) -> list[dict]
         dict(params=norm_bias, lr=cfg.lr * s, weight_decay=cfg.weight_decay / s, name="norm_bias"),
     ]
     if whiten_bias is not None and whiten_bias.requires_grad:
-        groups.append(dict(params=[whiten_bias], lr=cfg.lr * s, weight_decay=cfg.weight_decay / s, name="whiten_bias"))
+        groups.append(dict(params=[whiten_bias], lr=cfg.lr, weight_decay=cfg.weight_decay, name="whiten_bias"))
     for g in groups:
         g["base_lr"] = g["lr"]
     return [g for g in groups if g["params"]]
@@ -63,9 +63,9 @@ class Schedule:
         if c.schedule == "step":
             return c.gamma ** (epoch // c.step_size)
         if c.schedule == "triangle":
-            # Linear warm-up from 0.2 to 1, then linear decay to 0 at the last step.
+            # Linear warm-up from 0.2 to 1, then linear decay to lr_end at the last step.
             w = c.warmup_fraction
-            return 0.2 + 0.8 * t / w if t < w else max(0.0, (1 - t) / (1 - w))
+            return 0.2 + 0.8 * t / w if t < w else 1 + (c.lr_end - 1) * (t - w) / (1 - w)
         if c.schedule == "onecycle":
             # Cosine warm-up from lr/25 to lr, then cosine annealing to ~0 (the one-cycle policy).
             w = c.warmup_fraction or 0.3

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -197,10 +198,10 @@ def load_predictions(run_dir: Path, meta: dict) -> dict[str, np.ndarray]:
             if missing:
                 raise RunDirError(f"{path}: missing arrays {missing}")
             p = {k: z[k] for k in PREDICTION_KEYS}
-    except (OSError, ValueError, EOFError) as e:
-        if isinstance(e, RunDirError):
-            raise
-        raise RunDirError(f"{path}: unreadable ({e})") from None
+    except RunDirError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RunDirError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     n, c = len(p["index"]), meta["num_classes"]
     if n != meta["dataset"]["num_test"]:
         raise RunDirError(f"{path}: {n} predictions for a test set of {meta['dataset']['num_test']}")

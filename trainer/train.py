@@ -94,6 +94,41 @@ def evaluate_split(model, split: Split, cfg, device, dtype, criterion_weights) -
     return loss / len(split.y), correct / len(split.y)
 
 
+@dataclass
+class Stepper:
+    """One optimisation step: augment -> forward under autocast -> loss -> backward -> update.
+
+    Called with a normalised batch ``x`` ``(B, C, H, W)``, labels ``(B,)`` and the
+    images' dataset indices ``(B,)``; returns (per-example loss ``(B,)``, logits ``(B, K)``).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    weights: torch.Tensor | None = None
+    distiller: Distiller | None = None
+    world: int = 1
+
+    def __call__(self, x, y, idx, epoch: int, gen: torch.Generator):
+        cfg = self.cfg
+        x = augment_batch(x, idx, epoch, cfg.augment, gen, cfg.seed)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.dtype):
+            logits = self.model(x)
+            loss_vec = F.cross_entropy(logits.float(), y, weight=self.weights, label_smoothing=cfg.label_smoothing, reduction="none")
+            if self.distiller:
+                loss_vec = self.distiller.loss(x, logits, loss_vec)
+        # DDP averages gradients over ranks; a summed loss must be scaled back up to stay per-example.
+        loss = loss_vec.sum() * self.world if cfg.loss_reduction == "sum" else loss_vec.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss_vec.detach(), logits.detach()
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train according to ``cfg`` and write ``cfg.out``; returns the run directory."""
     dist, device = init_distributed(cfg.device)
@@ -140,6 +175,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ddp_model = model
     if dist.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step = Stepper(ddp_model, optimizer, cfg, device, dtype, weights, distiller, dist.world)
     n_epochs = math.ceil(cfg.epochs)
     model.train()
     while state.epoch < n_epochs and state.step < total_steps:
@@ -147,8 +183,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc.: reproducible after resume
         aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
         order = epoch_order(train_split, cfg, epoch, k)
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        batches = [b for b in batches if len(b) >= max(2, cfg.batch_size // 4)] or batches[:1]
+        # Full batches only (the shuffle changes which images wait); matches steps_per_epoch.
+        batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs}", disable=not dist.is_main, leave=False, unit="batch")
         for b in bar:
@@ -156,25 +192,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 break
             b = b[dist.rank::dist.world] if dist.world > 1 else b
             b_dev = b.to(device)
-            x = augment_batch(train_split.x[b_dev], train_split.idx[b], epoch, cfg.augment, aug_gen, cfg.seed)
-            x = x.contiguous(memory_format=mf)
-            y = train_split.y[b_dev]
             schedule.before_step(state.step, epoch)
-            with autocast(device, dtype):
-                logits = ddp_model(x)
-                loss_vec = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing, reduction="none")
-                if distiller:
-                    loss_vec = distiller.loss(x, logits, loss_vec)
-            loss = loss_vec.sum() * dist.world if cfg.loss_reduction == "sum" else loss_vec.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss_vec, logits = step(train_split.x[b_dev], train_split.y[b_dev], train_split.idx[b], epoch, aug_gen)
+            y = train_split.y[b_dev]
             state.step += 1
             if ema and state.step % cfg.lookahead_every == 0:
                 ema.update(model, state.step)
             seen += len(y)
-            loss_sum += loss_vec.detach().sum().item()
-            correct += (logits.detach().argmax(1) == y).sum().item()
+            loss_sum += loss_vec.sum().item()
+            correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen * dist.world / (time.perf_counter() - t0):.0f}")
         bar.close()
