@@ -25,7 +25,7 @@ from trainer.evaluate import predict
 from trainer.models import create_model, get_spec
 from trainer.optim import LookaheadAverage, Schedule, build_optimizer
 from trainer.preprocess import normalize
-from trainer.runtime import Dist, autocast, init_distributed, pick_dtype
+from trainer.runtime import Dist, autocast, init_distributed, pick_dtype, provenance
 from trainer.writer import finish_run
 
 
@@ -47,6 +47,7 @@ class State:
     best_epoch: int = -1
     bad_epochs: int = 0
     train_seconds: float = 0.0
+    provenance: dict = field(default_factory=dict)  # captured when training starts, not when it ends
 
 
 def subset(ds: Dataset, cfg: TrainConfig) -> Dataset:
@@ -172,6 +173,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             distiller.load_state_dict(groups["distill"])
         best = groups.get("best")
         state = State(**info["state"])
+        state.provenance.setdefault("resumed_by", []).append(provenance(device, dtype)["command"])
+    else:
+        state.provenance = provenance(device, dtype)
     ddp_model = model
     if dist.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -71,7 +71,7 @@ def finish_run(out: Path, cfg, model, arch_kwargs: dict, ds: Dataset, mean, std,
             "train_images_per_s": images / state.train_seconds if state.train_seconds else None,
             "inference_images_per_s": result["inference_images_per_s"],
         },
-        config=cfg.to_dict(), provenance=provenance(device, dtype),
+        config=cfg.to_dict(), provenance=state.provenance or provenance(device, dtype),
     )
     rundir.write_json(out / rundir.HISTORY, history)
     rundir.write_json(out / rundir.META, meta)
