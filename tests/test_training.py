@@ -110,7 +110,7 @@ def test_recipe_flags_override_and_config_is_saved(tmp_path):
 
 @pytest.mark.parametrize("extra", [
     ["--optimizer", "adamw", "--schedule", "onecycle", "--class-weighting", "--oversample"],
-    ["--optimizer", "sgd", "--schedule", "plateau", "--patience", "1", "--label-smoothing", "0.1"],
+    ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "plateau", "--patience", "2", "--label-smoothing", "0.1"],
     ["--optimizer", "adam", "--schedule", "step", "--step-size", "1", "--cutout", "8", "--jitter", "0.1", "--rotate", "10"],
 ])
 def test_optimisers_schedules_and_imbalance_options(tmp_path, extra):
@@ -156,12 +156,21 @@ def test_fast_recipe_short_run_and_whitening(cifar_dir, tmp_path):
     assert run.meta["arch"] == "fast" and run.meta["test_accuracy_tta"] is not None
     assert run.meta["config"]["augment"]["flip"] == "alternate"
     ds = load_dataset("cifar10", cifar_dir)
-    x = normalize(ds.train_x[:3000], run.meta["mean"], run.meta["std"])
+    x = normalize(ds.train_x[:4000], run.meta["mean"], run.meta["std"])
     net = create_model("fast")
-    net.init_whitening(x)
+    eps = 5e-4
+    net.init_whitening(x[:3000], eps=eps)
     with torch.no_grad():
-        out_maps = net.whiten(x[:1000]) - net.whiten.bias.view(1, -1, 1, 1)
-    half = out_maps[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+        maps = net.whiten(x[3000:]) - net.whiten.bias.view(1, -1, 1, 1)  # held-out images
+    half = maps[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
     half = half - half.mean(0)
     cov = half.T @ half / len(half)
-    assert torch.allclose(cov, torch.eye(12), atol=0.05), cov.diag()
+    off_diag = cov - torch.diag(cov.diag())
+    assert off_diag.abs().max() < 0.05, off_diag.abs().max()
+    # eps deliberately damps the few near-degenerate directions (eigenvalue ~ eps); all others are unit.
+    w = net.whiten.weight[:12].reshape(12, -1)
+    eigvals = 1 / (w.norm(dim=1) ** 2) - eps
+    expected = eigvals / (eigvals + eps)
+    assert torch.allclose(cov.diag(), expected, rtol=0.12, atol=0), (cov.diag(), expected)  # held-out sampling noise
+    assert (cov.diag() > 0.9).sum() >= 10, cov.diag()
+    assert torch.equal(net.whiten.weight[12:], -net.whiten.weight[:12])
