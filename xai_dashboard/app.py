@@ -1,0 +1,111 @@
+"""``create_app``: one :class:`RunStore`, a global run selector, one tab per view.
+
+The store is built once per process and only read afterwards; everything a
+user changes lives in their page (component values and ``dcc.Store``), so any
+number of gunicorn workers can serve any request.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import dash
+from dash import dcc, html
+
+from .images import register_image_route
+from .store import RunStore
+from .views import VIEWS
+
+log = logging.getLogger(__name__)
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def _optional_module(name: str):
+    """Import ``xai_dashboard.<name>``; None only when that very module does not exist yet."""
+    full = f"{__package__}.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name == full:
+            log.info("%s not present; skipping it", full)
+            return None
+        raise
+
+
+def banner(store: RunStore) -> html.Div:
+    """The visible notice (``id="banner"``): why a run was refused or the demo opened instead."""
+    if not store.banner:
+        return html.Div(id="banner", className="banner hidden", hidden=True)
+    details = [html.Li([html.B(name), f": {reason}"]) for name, reason in store.skipped.items()]
+    return html.Div(id="banner", className="banner", role="alert", children=[
+        html.Div(store.banner, className="banner-text"),
+        html.Details([html.Summary(f"{len(details)} run(s) not opened"), html.Ul(details)]) if details else None,
+    ])
+
+
+def header(store: RunStore) -> html.Header:
+    return html.Header(className="header", children=[
+        html.Div(className="brand", children=[html.H1("XAI dashboard"),
+                                              html.Span("error analysis & explanations", className="subtitle")]),
+        html.Label(className="run-picker", children=[
+            html.Span("Run"),
+            dcc.Dropdown(id="run-select", options=[{"label": n, "value": n} for n in store.names],
+                         value=store.default, clearable=False, searchable=False),
+        ]),
+    ])
+
+
+def warm_up(store: RunStore) -> None:
+    """Pay one-off costs before the first page asks: plotly's template and validators,
+    and each run's summary (read from its content-keyed cache file, computed only if absent).
+
+    Meant for a background thread in a single-process server (the CLI); a gunicorn
+    master must not run threads before forking, so workers warm up on first use.
+    Views may add their own: a module in ``VIEWS`` with ``warm_up(store)`` is called too.
+    """
+    from . import analysis, figures
+
+    try:
+        figures.empty_figure("warm-up")
+        for run in store.runs.values():
+            analysis.summary(analysis.predictions_of(run), tuple(run.class_names))
+        for name in VIEWS:
+            module = _optional_module(f"views.{name}")
+            if module is not None and hasattr(module, "warm_up"):
+                module.warm_up(store)
+    except Exception:  # a warm-up must never take the server down; the callbacks will report it
+        log.exception("warm-up failed")
+
+
+def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -> dash.Dash:
+    """Build the Dash app for ``run_dirs`` (default: every run under ``checkpoints/``).
+
+    ``store`` short-circuits loading (tests, the benchmark). The store is also
+    at ``app.server.config["XAI_STORE"]`` for Flask routes.
+    """
+    store = store if store is not None else RunStore.from_dirs(run_dirs, data_dir)
+    app = dash.Dash(__name__, title="XAI dashboard", assets_folder=str(ASSETS),
+                    suppress_callback_exceptions=True, update_title=None)
+    app.server.config["XAI_STORE"] = store
+    register_image_route(app.server, store, app.config.routes_pathname_prefix)
+
+    tabs = []
+    for name in VIEWS:
+        module = _optional_module(f"views.{name}")
+        if module is None:
+            continue
+        tabs.append(dcc.Tab(label=module.TITLE, value=name, className="tab", selected_className="tab--selected",
+                            children=html.Div(module.layout(store), className="tab-body")))
+        module.register_callbacks(app, store)
+
+    app.layout = html.Div(className="page", children=[
+        header(store),
+        banner(store),
+        dcc.Tabs(id="view-tabs", value=tabs[0].value if tabs else None, children=tabs, className="tabs"),
+    ])
+
+    api = _optional_module("api")
+    if api is not None:
+        api.register_api(app.server, store)
+    return app

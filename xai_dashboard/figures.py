@@ -1,0 +1,169 @@
+"""Plotly figure builders: plain data in, ``go.Figure`` out (no Dash, no run objects)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3",
+           "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
+_MARGIN = dict(l=60, r=20, t=50, b=50)
+# Off-diagonal cells use the lower half of the scale (white -> red), the diagonal the upper
+# half (pale -> deep green): mistakes stay readable instead of being washed out by the
+# diagonal, which usually holds most of the test set.
+_CM_SCALE = [[0.0, "#ffffff"], [0.5, "#c0392b"], [0.5001, "#e5f5e0"], [1.0, "#1b7837"]]
+
+
+def _base(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
+    fig.update_layout(template="plotly_white", title=dict(text=title, x=0.01, font=dict(size=15)),
+                      margin=_MARGIN, height=height, font=dict(family="Inter, system-ui, sans-serif", size=12))
+    return fig
+
+
+def empty_figure(message: str, height: int = 300) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#666"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _base(fig, "", height)
+
+
+def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = False) -> go.Figure:
+    """Heatmap of ``cm`` ``(K, K)`` (rows true, columns predicted) with count and row share on hover.
+
+    Clicks report ``x`` = predicted and ``y`` = true class name.
+    """
+    k = len(class_names)
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    value = share if normalised else cm.astype(np.float64)
+    diag = np.eye(k, dtype=bool)
+    off_max = max(value[~diag].max(initial=0.0), 1e-12)
+    on_max = max(value[diag].max(initial=0.0), 1e-12)
+    colour = np.where(diag, 0.5001 + 0.4999 * value / on_max, 0.5 * value / off_max)
+    text = np.char.mod("%.0f%%", share * 100) if normalised else cm.astype(str)
+    fig = go.Figure(go.Heatmap(
+        z=colour, x=class_names, y=class_names, text=text, texttemplate="%{text}",
+        customdata=np.dstack([cm, share]), colorscale=_CM_SCALE, zmin=0, zmax=1, showscale=False,
+        xgap=1, ygap=1,
+        hovertemplate="true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]:,} images"
+                      "<br>%{customdata[1]:.1%} of true %{y}<extra></extra>",
+    ))
+    fig.update_xaxes(title="Predicted class", type="category", side="bottom", tickangle=-30)
+    fig.update_yaxes(title="True class", type="category", autorange="reversed")
+    title = "Confusion matrix (row-normalised)" if normalised else "Confusion matrix (counts)"
+    return _base(fig, title + " — click a cell to see its images", height=560)
+
+
+def class_metrics_figure(rows: list[dict]) -> go.Figure:
+    """Grouped bars of precision / recall / F1 per class (``rows`` from ``per_class_metrics``)."""
+    names = [r["class"] for r in rows]
+    fig = go.Figure([
+        go.Bar(name=m.capitalize() if m != "f1" else "F1", x=names, y=[r[m] for r in rows], marker_color=c,
+               hovertemplate="%{x}: %{y:.3f}<extra>" + m + "</extra>")
+        for m, c in zip(("precision", "recall", "f1"), PALETTE)
+    ])
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    fig.update_yaxes(range=[0, 1], title="score")
+    fig.update_xaxes(type="category")
+    return _base(fig, "Per-class precision, recall and F1")
+
+
+def history_figure(history: list[dict]) -> go.Figure:
+    """Loss and accuracy per epoch, train vs validation when recorded."""
+    if not history:
+        return empty_figure("No training history recorded for this run")
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    for col, metric in ((1, "loss"), (2, "acc")):
+        for split, colour in (("train", PALETTE[0]), ("val", PALETTE[1])):
+            key = f"{split}_{metric}"
+            ys = [h.get(key) for h in history]
+            if all(y is None for y in ys):
+                continue
+            fig.add_trace(go.Scatter(x=epochs, y=ys, name=split, mode="lines+markers", line=dict(color=colour),
+                                     legendgroup=split, showlegend=col == 1,
+                                     hovertemplate=f"epoch %{{x}}: %{{y:.4f}}<extra>{key}</extra>"), row=1, col=col)
+    fig.update_xaxes(title="epoch")
+    return _base(fig, "Training curves")
+
+
+def roc_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"),
+                                showlegend=False, hoverinfo="skip")])
+    for i, (c, name) in enumerate(zip(curves, class_names)):
+        fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{name} (AUC {c['roc_auc']:.3f})",
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.6)))
+    fig.update_xaxes(title="false positive rate", range=[0, 1])
+    fig.update_yaxes(title="true positive rate", range=[0, 1.02])
+    return _base(fig, "ROC, one-vs-rest", height=420)
+
+
+def pr_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
+    fig = go.Figure()
+    for i, (c, name) in enumerate(zip(curves, class_names)):
+        fig.add_trace(go.Scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{name} (AP {c['ap']:.3f})",
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.6)))
+    fig.update_xaxes(title="recall", range=[0, 1])
+    fig.update_yaxes(title="precision", range=[0, 1.02])
+    return _base(fig, "Precision-recall, one-vs-rest", height=420)
+
+
+def reliability_figure(cal: dict) -> go.Figure:
+    """Accuracy per confidence bin against the diagonal; bar width = bin width, hover gives the count."""
+    lo, hi = np.asarray(cal["bin_lo"]), np.asarray(cal["bin_hi"])
+    fig = go.Figure([
+        go.Bar(x=(lo + hi) / 2, y=cal["accuracy"], width=hi - lo, name="accuracy", marker_color=PALETTE[0],
+               customdata=np.column_stack([cal["confidence"], cal["count"]]) if len(lo) else None,
+               hovertemplate="confidence %{customdata[0]:.3f}<br>accuracy %{y:.3f}"
+                             "<br>%{customdata[1]:,} images<extra></extra>"),
+        go.Scatter(x=cal["confidence"], y=cal["confidence"], mode="markers", name="mean confidence",
+                   marker=dict(color=PALETTE[3], symbol="line-ew-open", size=14, line=dict(width=2))),
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="perfect"),
+    ])
+    fig.update_xaxes(title="top-1 confidence", range=[0, 1])
+    fig.update_yaxes(title="accuracy", range=[0, 1])
+    fig.update_layout(legend=dict(orientation="h", y=1.12, x=1, xanchor="right"), bargap=0)
+    return _base(fig, f"Reliability diagram — ECE {cal['ece']:.3f}", height=420)
+
+
+def top_k_figure(top: list[tuple[int, float]], class_names: list[str], true_label: int) -> go.Figure:
+    """Horizontal bars of the top-k probabilities; the true class is green, others blue."""
+    names = [class_names[c] for c, _ in top][::-1]
+    probs = [p for _, p in top][::-1]
+    colours = [PALETTE[2] if c == true_label else PALETTE[0] for c, _ in top][::-1]
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
+                           text=[f"{p:.1%}" for p in probs], textposition="auto",
+                           hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1], title="probability")
+    fig.update_yaxes(type="category")
+    fig.update_layout(margin=dict(l=90, r=20, t=40, b=40))
+    return _base(fig, "Top-5 probabilities", height=260)
+
+
+def compare_accuracy_figure(class_names: list[str], acc_a: list[float], acc_b: list[float],
+                            name_a: str, name_b: str) -> go.Figure:
+    fig = go.Figure([
+        go.Bar(name=name_a, x=class_names, y=acc_a, marker_color=PALETTE[0], hovertemplate="%{x}: %{y:.3f}"),
+        go.Bar(name=name_b, x=class_names, y=acc_b, marker_color=PALETTE[1], hovertemplate="%{x}: %{y:.3f}"),
+    ])
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    fig.update_yaxes(range=[0, 1], title="per-class accuracy (recall)")
+    fig.update_xaxes(type="category")
+    return _base(fig, "Per-class accuracy side by side")
+
+
+def confusion_diff_figure(diff: np.ndarray, class_names: list[str], name_a: str, name_b: str) -> go.Figure:
+    """``diff`` = cm_B − cm_A ``(K, K)``: on the diagonal blue is better, off it red is worse for B."""
+    k = len(class_names)
+    # Flip the diagonal's sign for colouring only, so "blue = B better" holds everywhere.
+    signed = np.where(np.eye(k, dtype=bool), -diff, diff)
+    lim = max(int(np.abs(diff).max(initial=0)), 1)
+    fig = go.Figure(go.Heatmap(
+        z=signed, x=class_names, y=class_names, text=diff, texttemplate="%{text:+d}", customdata=diff,
+        colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=False, xgap=1, ygap=1,
+        hovertemplate=f"true %{{y}} → predicted %{{x}}<br>{name_b} − {name_a}: %{{customdata:+d}}<extra></extra>",
+    ))
+    fig.update_xaxes(title="Predicted class", type="category", tickangle=-30)
+    fig.update_yaxes(title="True class", type="category", autorange="reversed")
+    return _base(fig, "Confusion difference B − A (blue: B better)", height=480)

@@ -1,0 +1,131 @@
+"""Overview page: headline metrics, per-class table and bars, training curves,
+ROC / precision-recall, reliability, and the run's timing metadata."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from dash import Input, Output, dash_table, dcc, html
+
+from .. import analysis, figures
+
+TITLE = "Overview"
+_GRAPH = {"displayModeBar": False}
+
+
+def layout(store) -> html.Div:
+    return html.Div(className="view overview-view", children=[
+        html.Div(id="run-info", className="run-info"),
+        html.Div(id="overview-cards", className="cards"),
+        html.Div(className="row", children=[
+            html.Div(className="card half", children=[
+                html.H3("Per-class metrics"),
+                dash_table.DataTable(
+                    id="class-table", sort_action="native", style_as_list_view=True,
+                    columns=[{"name": "class", "id": "class"}] + [
+                        {"name": n, "id": n, "type": "numeric", "format": {"specifier": ".3f"}}
+                        for n in ("precision", "recall", "f1")
+                    ] + [{"name": "support", "id": "support", "type": "numeric"}],
+                    style_cell={"fontFamily": "Inter, system-ui, sans-serif", "fontSize": "13px",
+                                "padding": "6px 10px", "textAlign": "right"},
+                    style_cell_conditional=[{"if": {"column_id": "class"}, "textAlign": "left"}],
+                    style_header={"fontWeight": "600", "backgroundColor": "#f4f6f8"},
+                ),
+            ]),
+            html.Div(className="card half", children=[dcc.Graph(id="class-bars", config=_GRAPH)]),
+        ]),
+        html.Div(className="card", children=[dcc.Graph(id="history-graph", config=_GRAPH)]),
+        html.Div(className="row", children=[
+            html.Div(className="card half", children=[dcc.Graph(id="roc-graph", config=_GRAPH)]),
+            html.Div(className="card half", children=[dcc.Graph(id="pr-graph", config=_GRAPH)]),
+        ]),
+        html.Div(className="row", children=[
+            html.Div(className="card half", children=[dcc.Graph(id="reliability-graph", config=_GRAPH)]),
+            html.Div(className="card half", children=[html.H3("Inference speed"), html.Div(id="timings")]),
+        ]),
+    ])
+
+
+def metric_cards(overall: dict) -> list[tuple[str, str, str]]:
+    """``(label, value, hint)`` for the headline numbers."""
+    return [
+        ("Accuracy", f"{overall['accuracy']:.2%}", f"{overall['n']:,} test images"),
+        ("Top-3 accuracy", f"{overall['top3']:.2%}", "true class among the 3 most probable"),
+        ("Macro precision", f"{overall['precision']:.3f}", "unweighted mean over classes"),
+        ("Macro recall", f"{overall['recall']:.3f}", "unweighted mean over classes"),
+        ("Macro F1", f"{overall['f1']:.3f}", "unweighted mean over classes"),
+        ("ECE", f"{overall['ece']:.3f}", f"expected calibration error; log loss {overall['log_loss']:.3f}"),
+    ]
+
+
+def timing_rows(meta: dict) -> list[tuple[str, str]]:
+    """Readable rows from ``meta["timings"]`` (and model size), skipping what the run did not record."""
+    t = meta.get("timings") or {}
+    rows = []
+    if t.get("inference_images_per_s"):
+        rate = t["inference_images_per_s"]
+        rows += [("Inference throughput", f"{rate:,.0f} images/s"),
+                 ("Mean latency per image (batched)", f"{1000.0 / rate:.3f} ms")]
+    for key, label, fmt in (("inference_latency_ms", "Single-image latency", "{:.2f} ms"),
+                            ("train_images_per_s", "Training throughput", "{:,.0f} images/s"),
+                            ("train_seconds", "Training time", "{:,.1f} s"),
+                            ("wall_seconds", "Wall time", "{:,.1f} s")):
+        if t.get(key) is not None:
+            rows.append((label, fmt.format(t[key])))
+    if meta.get("num_parameters"):
+        rows.append(("Parameters", f"{meta['num_parameters']:,}"))
+    if meta.get("gflops_per_image"):
+        rows.append(("GFLOPs per image", f"{meta['gflops_per_image']:.4f}"))
+    device = (meta.get("provenance") or {}).get("device")
+    if device:
+        rows.append(("Measured on", str(device)))
+    return rows
+
+
+@lru_cache(maxsize=16)
+def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_json: str) -> tuple[dict, ...]:
+    """The five overview figures as plain dicts, memoised by content (predictions, classes, history).
+
+    Dicts rather than ``go.Figure``: a cached dict is serialised for each page load
+    without re-validating anything.
+    """
+    s = analysis.summary(p, names)
+    return tuple(f.to_dict() for f in (
+        figures.class_metrics_figure(s.per_class), figures.history_figure(json.loads(history_json)),
+        figures.roc_figure(s.curves, list(names)), figures.pr_figure(s.curves, list(names)),
+        figures.reliability_figure(s.calibration),
+    ))
+
+
+def _figures_of(run) -> tuple[dict, ...]:
+    return overview_figures(analysis.predictions_of(run), tuple(run.class_names), json.dumps(run.run.history))
+
+
+def warm_up(store) -> None:
+    """Build the default run's figures ahead of the first page load (see ``app.warm_up``)."""
+    _figures_of(store.get(store.default))
+
+
+def register_callbacks(app, store) -> None:
+    @app.callback(
+        Output("run-info", "children"), Output("overview-cards", "children"), Output("class-table", "data"),
+        Output("class-bars", "figure"), Output("history-graph", "figure"), Output("roc-graph", "figure"),
+        Output("pr-graph", "figure"), Output("reliability-graph", "figure"), Output("timings", "children"),
+        Input("run-select", "value"),
+    )
+    def update_overview(run_name):
+        run = store.get(run_name)
+        names = run.class_names
+        s = analysis.summary(analysis.predictions_of(run), tuple(names))
+        meta = run.meta
+        info = (f"{run.name}: {meta['arch']} on {meta['dataset']['name']} "
+                f"({meta['dataset']['num_test']:,} test images, {len(names)} classes"
+                + (f", {meta['epochs_completed']} epochs" if meta.get("epochs_completed") else "") + ")")
+        cards = [html.Div(className="metric", children=[html.Div(label, className="label"),
+                                                         html.Div(value, className="value"),
+                                                         html.Div(hint, className="hint")])
+                 for label, value, hint in metric_cards(s.overall)]
+        rows = timing_rows(meta)
+        timings = html.Table(className="kv", children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows]) \
+            if rows else html.P("This run recorded no timings.", className="hint")
+        return (info, cards, s.per_class, *_figures_of(run), timings)

@@ -1,0 +1,25 @@
+"""WSGI entry for production: ``gunicorn -w 4 -b 127.0.0.1:8050 xai_dashboard.wsgi:server``.
+
+Configuration comes from the environment, read once when a worker imports this:
+``XAI_RUNS`` (run directories separated by ``os.pathsep``; default: every run
+under ``checkpoints/``) and ``XAI_DATA_DIR`` (the dataset folder). Debug stays
+off unless ``XAI_DEBUG=1`` asks for Dash's dev tools (never in production).
+With ``--preload`` the workers share the loaded test images copy-on-write.
+"""
+from __future__ import annotations
+
+import os
+
+from .app import create_app
+
+
+def runs_from_env(value: str | None) -> list[str] | None:
+    """``XAI_RUNS`` split on ``os.pathsep``, blanks dropped; None (= default runs) when unset or empty."""
+    runs = [p for p in (value or "").split(os.pathsep) if p.strip()]
+    return runs or None
+
+
+app = create_app(runs_from_env(os.environ.get("XAI_RUNS")), os.environ.get("XAI_DATA_DIR") or None)
+if os.environ.get("XAI_DEBUG") == "1":
+    app.enable_dev_tools(debug=True)
+server = app.server
