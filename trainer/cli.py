@@ -74,7 +74,7 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     if name == "explain":
-        p.add_argument("--batch-size", type=int, default=500)
+        p.add_argument("--batch-size", type=int, default=256)
     args = p.parse_args(argv)
     if name == "predict":
         from trainer.repredict import repredict

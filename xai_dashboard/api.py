@@ -1,0 +1,199 @@
+"""REST API on the Dash server: ``/api/runs``, ``/api/predict``, ``/api/explain``.
+
+Every answer under ``/api/`` is JSON (or a PNG overlay): errors are
+``{"error": message}`` with 400 (bad input), 404 (unknown run, layer or
+route), 405, 413 (too large), 415 (unsupported format) or 500 without a
+traceback (the traceback goes to the server log only).
+
+Size limits: API requests may carry the upload limit plus a little multipart
+overhead (set per request); ``MAX_CONTENT_LENGTH`` for the whole server is
+larger because dcc.Upload posts the file base64-encoded inside the callback's
+JSON, and an upload must reach the upload callback to get its own message.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import explain, uploads
+from .images import DETAIL_SIZE, clamp_size
+from .overlay import DEFAULT_COLORMAP, overlay_png
+from .precompute import load_precomputed
+
+MULTIPART_SLACK = 64 * 1024
+ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST"}
+FORMATS = ("png", "json")
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+def run_summary(run) -> dict:
+    meta = run.meta
+    return {
+        "name": run.name, "arch": meta["arch"], "num_classes": meta["num_classes"],
+        "class_names": run.class_names, "input_size": meta["input_size"], "in_channels": meta["in_channels"],
+        "gradcam_layer": meta["gradcam_layer"], "layers": meta["layers"],
+        "test_accuracy": meta.get("test_accuracy"), "weights_sha256": meta["weights_sha256"],
+        "dataset": {k: meta["dataset"].get(k) for k in ("name", "num_test", "fingerprint")},
+        "methods": list(explain.METHODS), "precomputed_gradcam": load_precomputed(run) is not None,
+    }
+
+
+def prediction_json(run, probs) -> dict:
+    k = int(probs.argmax())
+    return {"run": run.name, "label": run.class_names[k], "index": k, "confidence": float(probs[k]),
+            "probabilities": {c: float(p) for c, p in zip(run.class_names, probs)}}
+
+
+def _int_field(form, name: str, default: int) -> int:
+    raw = form.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(f"field {name!r} must be an integer, got {raw!r}") from None
+
+
+def _float_field(form, name: str, default: float, lo: float, hi: float) -> float:
+    raw = form.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not lo <= value <= hi:
+        raise ApiError(f"field {name!r} must be a number in [{lo}, {hi}], got {raw!r}")
+    return value
+
+
+def settings_from_form(form, meta: dict) -> explain.Settings:
+    """Form fields method, layer, steps, internal_batch_size, window, stride -> resolved Settings."""
+    d = explain.Settings()
+    return explain.Settings(
+        method=form.get("method") or d.method, layer=form.get("layer") or None,
+        ig_steps=_int_field(form, "steps", d.ig_steps),
+        internal_batch_size=_int_field(form, "internal_batch_size", d.internal_batch_size),
+        window=_int_field(form, "window", d.window), stride=_int_field(form, "stride", d.stride),
+    ).resolved(meta)
+
+
+def register_api(server, store, *, max_upload_bytes: int | None = None, cache=None) -> None:
+    """Add the ``/api`` routes and JSON error handlers to Flask ``server``, answering from RunStore ``store``.
+
+    ``cache``: a diskcache.Cache for maps; default :func:`explain.explain_cache`, opened
+    on first use (so each gunicorn worker opens its own after the fork).
+    """
+    limit = max_upload_bytes or uploads.max_upload_bytes()
+    server.config["MAX_CONTENT_LENGTH"] = max(server.config.get("MAX_CONTENT_LENGTH") or 0,
+                                              limit * 4 // 3 + 2**20)
+    bp = Blueprint("xai_api", __name__, url_prefix="/api")
+
+    def maps_cache():
+        return cache if cache is not None else explain.explain_cache()
+
+    def read_image(run):
+        if "file" not in request.files:
+            raise ApiError("missing multipart field 'file' (send the image as multipart/form-data)")
+        data = request.files["file"].read(limit + 1)
+        return uploads.decode_image(data, run.meta, max_bytes=limit)
+
+    def get_run():
+        try:
+            return store.get(request.form.get("run") or None)
+        except KeyError as e:
+            raise ApiError(str(e.args[0]), 404) from None
+
+    @bp.before_request
+    def per_request_limit():
+        request.max_content_length = limit + MULTIPART_SLACK
+
+    @bp.get("/runs")
+    def runs():
+        return jsonify({"default": store.default, "runs": [run_summary(r) for r in store.runs.values()],
+                        "skipped": store.skipped})
+
+    @bp.post("/predict")
+    def predict():
+        run = get_run()
+        return jsonify(prediction_json(run, explain.predict(run, read_image(run), maps_cache())))
+
+    @bp.post("/explain")
+    def explain_route():
+        run = get_run()
+        form = request.form
+        fmt = (form.get("format") or "png").lower()
+        if fmt not in FORMATS:
+            raise ApiError(f"unknown format {fmt!r}; use png or json")
+        settings = settings_from_form(form, run.meta)
+        alpha = _float_field(form, "alpha", 0.5, 0.0, 1.0)
+        image = read_image(run)
+        spec, versus = form.get("target") or "pred", form.get("versus")
+        if spec == "pred" and not versus:  # the common case: one pass gives prediction and map
+            probs, heat = explain.explain_predicted(run, image, settings, maps_cache())
+            pred = target = int(probs.argmax())
+        else:
+            probs = explain.predict(run, image, maps_cache())
+            pred = int(probs.argmax())
+            target = explain.parse_target(spec, run.class_names, pred)
+            if versus:
+                other = explain.parse_target(versus, run.class_names, pred)
+                if other == target:
+                    raise ApiError("'versus' must name a class other than the target")
+                target = (target, other)
+            heat = explain.explain_image(run, image, target, settings, maps_cache())
+        names = run.class_names
+        target_label = f"{names[target[0]]} − {names[target[1]]}" if isinstance(target, tuple) else names[target]
+        if fmt == "png":
+            size = clamp_size(form.get("size"), DETAIL_SIZE)
+            png = overlay_png(image, heat, alpha, size, DEFAULT_COLORMAP)
+            return Response(png, mimetype="image/png", headers={
+                "X-Prediction": names[pred], "X-Confidence": f"{probs[pred]:.6f}",
+                "X-Target": target_label.replace("−", "-").encode("ascii", "replace").decode(),
+                "Cache-Control": "no-store"})
+        return jsonify({
+            "run": run.name, "method": settings.method, "layer": settings.layer,
+            "target": {"index": list(target) if isinstance(target, tuple) else target, "label": target_label},
+            "prediction": prediction_json(run, probs), "shape": list(heat.shape), "heatmap": heat.tolist(),
+        })
+
+    @bp.route("/", methods=["GET"])
+    def index():
+        return jsonify({"endpoints": {f"/api/{k}": m for k, m in ENDPOINTS.items()}})
+
+    @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def unknown(rest: str):
+        if rest.strip("/") in ENDPOINTS:
+            return error(f"/api/{rest.strip('/')} accepts {ENDPOINTS[rest.strip('/')]} only", 405)
+        return error(f"no such endpoint /api/{rest}; available: {', '.join('/api/' + k for k in ENDPOINTS)}", 404)
+
+    @bp.errorhandler(ApiError)
+    @bp.errorhandler(uploads.UploadError)
+    @bp.errorhandler(explain.ExplainError)
+    def known_error(e):
+        return error(str(e), e.status)
+
+    @bp.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        return error(e.description or e.name, e.code or 500)
+
+    @bp.errorhandler(Exception)
+    def internal_error(e: Exception):
+        server.logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error("internal error; the server log has the details", 500)
+
+    def too_large(_e: RequestEntityTooLarge):
+        # App-wide: a too-large Dash callback body gets JSON too, never an HTML error page.
+        return error(f"request too large: uploads are limited to {limit / 2**20:.0f} MB", 413)
+
+    server.register_blueprint(bp)
+    server.register_error_handler(RequestEntityTooLarge, too_large)

@@ -1,0 +1,277 @@
+"""Explanations page: upload or pick an image, see the prediction, Grad-CAM (and other
+attributions), a contrast view and the feature maps of any layer.
+
+Callbacks are thin: they parse inputs and call :mod:`.explain_model`. The image
+being explained lives in ``dcc.Store(id="xp-image")`` (see ``explain_model`` for
+its shape); ids are prefixed ``xp-`` except the contract ids (``upload-image``,
+``upload-error``, ``prediction-label``, ``gradcam-overlay``, ``layer-select``).
+The gallery's ``selected-image`` also fills ``detail-explain`` in the errors view.
+"""
+from __future__ import annotations
+
+import time
+
+from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from .. import explain, uploads
+from ..figures import empty_figure
+from ..images import DETAIL_SIZE
+from .explain_model import Controls, build_feature_view, build_panel, probabilities_figure, \
+    source_for_run, upload_to_source
+
+TITLE = "Explanations"
+_GRAPH = {"displayModeBar": False}
+_IMG = {"imageRendering": "pixelated", "border": "1px solid #e4e7eb", "borderRadius": "4px"}
+
+
+def _field(label: str, component, width: str = "190px") -> html.Label:
+    return html.Label([html.Span(label, className="hint", style={"display": "block"}), component],
+                      style={"display": "inline-block", "width": width, "marginRight": "12px"})
+
+
+def _method_options() -> list[dict]:
+    return [{"label": v, "value": k} for k, v in explain.METHODS.items()]
+
+
+# dcc.Upload drops files over max_size or outside accept without telling the server, so
+# this listener (attached once, on the document, so it works whenever the tab mounts)
+# puts the same message in upload-error that the server would have given.
+_UPLOAD_GUARD_JS = """
+function(limit) {
+    if (window.__xpUploadGuard) { return window.dash_clientside.no_update; }
+    window.__xpUploadGuard = true;
+    const types = ["image/png", "image/jpeg", "image/webp"];
+    const names = /\\.(png|jpe?g|webp)$/i;
+    const check = (target, files) => {
+        if (!target || !target.closest || !target.closest("#upload-image") || !files || !files.length) { return; }
+        const f = files[0];
+        let msg = "";
+        if (f.size > limit) {
+            msg = f.name + ": the file is " + (f.size / 1048576).toFixed(1) + " MB; the limit is "
+                + (limit / 1048576).toFixed(1) + " MB";
+        } else if (!(types.includes(f.type) || names.test(f.name))) {
+            msg = f.name + ": unsupported file type; upload a PNG, JPEG or WebP image";
+        }
+        if (msg) { window.dash_clientside.set_props("upload-error", {children: msg}); }
+    };
+    document.addEventListener("change", e => check(e.target, e.target && e.target.files), true);
+    document.addEventListener("drop", e => check(e.target, e.dataTransfer && e.dataTransfer.files), true);
+    return true;
+}
+"""
+
+
+def _method_parameters() -> html.Details:
+    def number(id_: str, lo: int, hi: int, value: int) -> dcc.Input:
+        return dcc.Input(id=id_, type="number", min=lo, max=hi, value=value, debounce=True, style={"width": "90px"})
+
+    return html.Details([html.Summary("Method parameters", className="hint"), html.Div(className="toolbar", children=[
+        _field("IG steps", number("xp-ig-steps", 2, 256, 32), "110px"),
+        _field("Occlusion window", number("xp-occ-window", 1, 32, 8), "130px"),
+        _field("Occlusion stride", number("xp-occ-stride", 1, 32, 4), "130px"),
+    ])])
+
+
+def layout(store) -> html.Div:
+    run = store.get(None)
+    limit = uploads.max_upload_bytes()
+    return html.Div(className="view explain-view", children=[
+        dcc.Store(id="xp-image", data={"kind": "test", "run": run.name, "index": 0}),
+        dcc.Store(id="xp-upload-limit", data=limit), dcc.Store(id="xp-upload-guard"),
+        html.Div(className="row", children=[
+            html.Div(className="card", style={"flex": "1 1 330px"}, children=[
+                html.H3("Image"),
+                dcc.Upload(id="upload-image", accept=uploads.ACCEPT, max_size=limit, multiple=False,
+                           children=html.Div(["Drop an image here or ", html.A("choose a file")]),
+                           style={"border": "2px dashed #c5cdd8", "borderRadius": "6px", "padding": "14px",
+                                  "textAlign": "center", "cursor": "pointer"}),
+                html.P(f"PNG, JPEG or WebP, up to {limit // 2**20} MB; any size (resized and centre-cropped "
+                       "like the training images).", className="hint"),
+                html.Div(id="upload-error", role="alert", style={"color": "#c0392b", "margin": "6px 0"}),
+                _field("…or test image #", dcc.Input(id="xp-test-index", type="number", min=0, step=1, value=0,
+                                                     debounce=True, style={"width": "100px"})),
+                html.Div(id="xp-source-label", className="hint", style={"margin": "8px 0 4px"}),
+                html.Img(id="xp-input-image", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="input image", style=_IMG),
+                html.H3(id="prediction-label", style={"margin": "10px 0 0"}),
+                dcc.Graph(id="xp-probs", config=_GRAPH, figure=empty_figure("", height=260)),
+            ]),
+            html.Div(className="card", style={"flex": "2 1 560px"}, children=[
+                html.H3("Why this prediction"),
+                html.Div(className="toolbar", children=[
+                    _field("Method", dcc.Dropdown(id="xp-method", value="gradcam", clearable=False,
+                                                  options=_method_options())),
+                    _field("Target class", dcc.Dropdown(id="xp-target", value="pred", clearable=False)),
+                    _field("Grad-CAM layer", dcc.Dropdown(id="xp-cam-layer", clearable=False), "280px"),
+                    _field("Heatmap opacity", dcc.Slider(id="xp-opacity", min=0, max=1, step=0.05, value=0.5,
+                                                         marks={0: "0", 0.5: "0.5", 1: "1"}), "200px"),
+                ]),
+                _method_parameters(),
+                html.Div(id="xp-explain-error", role="alert", style={"color": "#c0392b"}),
+                html.Img(id="gradcam-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="attribution overlay",
+                         style=_IMG),
+                html.H4("Contrast", style={"marginTop": "12px"}),
+                html.Div(id="xp-contrast", style={"display": "flex", "gap": "12px", "flexWrap": "wrap"}),
+                html.Div(style={"marginTop": "12px"}, children=[
+                    html.Button("Precompute Grad-CAM for this run", id="xp-precompute", n_clicks=0),
+                    html.Progress(id="xp-precompute-progress", value="0", max="100",
+                                  style={"width": "240px", "marginLeft": "12px", "verticalAlign": "middle"}),
+                    html.Span(id="xp-precompute-status", className="hint", style={"marginLeft": "10px"}),
+                ]),
+            ]),
+        ]),
+        html.Div(className="card", children=[
+            html.Div(className="toolbar", children=[
+                html.H3("Feature maps"),
+                _field("Layer", dcc.Dropdown(id="layer-select", clearable=False), "320px"),
+                dcc.Checklist(id="xp-fm-all", options=[{"label": " show all channels", "value": "all"}], value=[]),
+            ]),
+            html.Div(className="row", children=[
+                html.Div(dcc.Graph(id="xp-fm-grid", config=_GRAPH), style={"flex": "3 1 480px"}),
+                html.Div(dcc.Graph(id="xp-fm-contrib", config=_GRAPH), style={"flex": "2 1 360px"}),
+            ]),
+            dcc.Graph(id="xp-filters", config=_GRAPH),
+        ]),
+    ])
+
+
+def layer_options(meta: dict) -> list[dict]:
+    return [{"label": f"{e['name']}  {tuple(e['shape'])}", "value": e["name"]} for e in meta["layers"]]
+
+
+def target_options(class_names: list[str]) -> list[dict]:
+    return [{"label": "predicted class", "value": "pred"}, {"label": "true class", "value": "true"}] + [
+        {"label": f"{i}: {n}", "value": str(i)} for i, n in enumerate(class_names)]
+
+
+def detail_children() -> list:
+    """Controls + overlay placed in the errors view's ``detail-explain`` for a gallery image."""
+    return [
+        html.Div(className="toolbar", children=[
+            dcc.Dropdown(id="xp-detail-method", value="gradcam", clearable=False, options=_method_options(),
+                         style={"width": "200px"}),
+            dcc.RadioItems(id="xp-detail-target", value="pred", inline=True, className="radio", options=[
+                {"label": "predicted", "value": "pred"}, {"label": "true", "value": "true"},
+                {"label": "predicted − true", "value": "contrast"}]),
+        ]),
+        html.Img(id="xp-detail-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="Grad-CAM overlay", style=_IMG),
+        html.Div(id="xp-detail-caption", className="hint"),
+    ]
+
+
+def register_callbacks(app, store) -> None:
+    cache = lambda: explain.explain_cache()  # noqa: E731 - opened lazily, once per worker process
+    app.clientside_callback(_UPLOAD_GUARD_JS, Output("xp-upload-guard", "data"), Input("xp-upload-limit", "data"))
+
+    @app.callback(Output("xp-target", "options"), Output("xp-cam-layer", "options"),
+                  Output("xp-cam-layer", "value"), Output("layer-select", "options"),
+                  Output("layer-select", "value"), Output("xp-test-index", "max"), Input("run-select", "value"))
+    def on_run(run_name):
+        run = store.get(run_name)
+        cam = [{"label": o["label"], "value": o["value"]} for o in layer_options(run.meta)
+               if o["value"] in explain.spatial_layers(run.meta)]
+        return (target_options(run.class_names), cam, run.meta["gradcam_layer"], layer_options(run.meta),
+                run.meta["gradcam_layer"], len(run.labels) - 1)
+
+    @app.callback(Output("xp-image", "data"), Output("upload-error", "children"), Output("xp-test-index", "value"),
+                  Input("upload-image", "contents"), Input("selected-image", "data"), Input("xp-test-index", "value"),
+                  Input("run-select", "value"), State("upload-image", "filename"), State("xp-image", "data"),
+                  prevent_initial_call=True)
+    def choose_source(contents, selected, index, run_name, filename, current):
+        run = store.get(run_name)
+        # Several inputs can fire in one round (a run switch also clears selected-image), so
+        # look at all of them, not only ctx.triggered_id.
+        fired = ctx.triggered_prop_ids
+        if "upload-image.contents" in fired:
+            source, message = upload_to_source(contents, filename, run)
+            # cleared, so that typing any test index (even the previous one) switches back
+            return (source or no_update), message, (None if source else no_update)
+        if "selected-image.data" in fired and selected and selected.get("run") == run.name:
+            return {"kind": "test", "run": run.name, "index": int(selected["index"])}, "", int(selected["index"])
+        if "xp-test-index.value" in fired and index is not None:
+            return source_for_run({"index": index}, run), "", no_update
+        if "run-select.value" in fired or (current or {}).get("run") != run.name:
+            return source_for_run(current, run), no_update, no_update
+        raise PreventUpdate
+
+    @app.callback(Output("prediction-label", "children"), Output("xp-probs", "figure"),
+                  Output("gradcam-overlay", "src"), Output("xp-input-image", "src"),
+                  Output("xp-source-label", "children"), Output("xp-explain-error", "children"),
+                  Output("xp-contrast", "children"),
+                  Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
+                  Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("xp-ig-steps", "value"),
+                  Input("xp-occ-window", "value"), Input("xp-occ-stride", "value"))
+    def render(source, method, target, layer, opacity, steps, window, stride):
+        controls = Controls(method or "gradcam", target or "pred", layer, opacity if opacity is not None else 0.5,
+                            steps or 32, window or 8, stride or 4)
+        panel = build_panel(store, source, controls, cache())
+        if panel.error:
+            return "", empty_figure("", height=260), "", panel.input_src, "", panel.error, []
+        tiles = [html.Figure(style={"margin": 0, "width": "160px"}, children=[
+            html.Img(src=src, width=160, height=160, alt=caption, style=_IMG),
+            html.Figcaption(caption, className="hint")]) for caption, src in panel.contrast]
+        return (panel.label, probabilities_figure(panel.probs, panel.class_names, panel.pred, panel.true),
+                panel.overlay_src, panel.input_src, panel.description, "", tiles)
+
+    @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
+                  Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"))
+    def feature_maps(source, layer, show_all):
+        try:
+            view = build_feature_view(store, source, layer, "all" in (show_all or []))
+        except (KeyError, ValueError, TypeError) as e:
+            blank = empty_figure(str(e.args[0]) if e.args else str(e), height=200)
+            return blank, blank, blank
+        return view.grid, view.contrib, view.filters or empty_figure("no convolution in this model", height=120)
+
+    @app.callback(Output("detail-explain", "children"), Input("selected-image", "data"))
+    def detail(selected):
+        if not selected:
+            return []
+        return detail_children()
+
+    @app.callback(Output("xp-detail-overlay", "src"), Output("xp-detail-caption", "children"),
+                  Input("xp-detail-method", "value"), Input("xp-detail-target", "value"),
+                  State("selected-image", "data"))
+    def detail_overlay(method, target, selected):
+        if not selected:
+            raise PreventUpdate
+        source = {"kind": "test", "run": selected["run"], "index": int(selected["index"])}
+        contrast = target == "contrast"
+        panel = build_panel(store, source, Controls(method=method or "gradcam", target="pred" if contrast else target),
+                            cache(), contrast=contrast)
+        if panel.error:
+            return "", panel.error
+        if contrast:
+            caption, src = panel.contrast[2]
+            return src, caption
+        return panel.overlay_src, f"{explain.METHODS[method or 'gradcam']} for the {target} class"
+
+    _register_precompute(app, store)
+
+
+def _register_precompute(app, store) -> None:
+    """The "precompute Grad-CAM" button: a background callback (DiskcacheManager) with a progress bar."""
+    import diskcache
+    from dash import DiskcacheManager
+
+    manager = DiskcacheManager(diskcache.Cache(str(explain.cache_dir() / "jobs")))
+
+    @app.callback(Output("xp-precompute-status", "children"), Input("xp-precompute", "n_clicks"),
+                  State("run-select", "value"), background=True, manager=manager, prevent_initial_call=True,
+                  running=[(Output("xp-precompute", "disabled"), True, False)],
+                  progress=[Output("xp-precompute-progress", "value"), Output("xp-precompute-progress", "max")])
+    def precompute(set_progress, _clicks, run_name):
+        import torch
+
+        from ..precompute import precompute_gradcam
+
+        # This runs in a forked process: one thread, because OpenMP state does not survive a fork.
+        torch.set_num_threads(1)
+        run = store.get(run_name)
+        start = time.perf_counter()
+        try:
+            path = precompute_gradcam(run.run.path, images=run.images, labels=run.labels,
+                                      progress=lambda done, total: set_progress((str(done), str(total))))
+        except (OSError, ValueError) as e:
+            return f"failed: {e}"
+        return f"wrote {path.name} in {time.perf_counter() - start:.1f} s"
