@@ -1,4 +1,4 @@
-"""WSGI entry for production: ``gunicorn -w 4 -b 127.0.0.1:8050 xai_dashboard.wsgi:server``.
+"""WSGI entry for production: ``gunicorn -k gthread --threads 4 -w 2 --preload -b 127.0.0.1:8050 xai_dashboard.wsgi:server``.
 
 Configuration comes from the environment, read once when a worker imports this:
 ``XAI_RUNS`` (run directories separated by ``os.pathsep``; default: every run
@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .app import create_app
+
+# One intra-op thread per worker: several workers with a full thread pool each
+# oversubscribe the cores and a 5 ms forward pass can take hundreds of ms.
+torch.set_num_threads(int(os.environ.get("XAI_TORCH_THREADS", "1")))
 
 
 def runs_from_env(value: str | None) -> list[str] | None:
