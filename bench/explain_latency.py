@@ -150,10 +150,10 @@ def bench_http(url: str, run, n: int) -> None:
            f"{pct(predict):.1f} ({pct(predict, 90):.1f}) ms", "15 ms", pct(predict) <= 15)
     fields = {"method": "gradcam", "format": "png"}
     cold = [timed("/api/explain", f, fields) for f in files[10 + n:10 + 2 * n]]
-    report(f"4. POST /api/explain gradcam png, new images: p50 (p90)",
+    report("4. POST /api/explain gradcam png, new images: p50 (p90)",
            f"{pct(cold):.1f} ({pct(cold, 90):.1f}) ms", "40 ms", pct(cold) <= 40)
     warm = [timed("/api/explain", f, fields) for f in files[10 + n:10 + 2 * n]]
-    report(f"4b. POST /api/explain gradcam png, cached maps: p50 (p90)",
+    report("4b. POST /api/explain gradcam png, cached maps: p50 (p90)",
            f"{pct(warm):.1f} ({pct(warm, 90):.1f}) ms", "40 ms", pct(warm) <= 40)
 
 

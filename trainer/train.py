@@ -7,6 +7,7 @@ the run ends by writing the run directory (see :mod:`trainer.rundir`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,11 +22,10 @@ from trainer.augment import augment_batch
 from trainer.config import TrainConfig
 from trainer.data import Dataset, channel_stats, load_dataset, train_val_split
 from trainer.distill import Distiller
-from trainer.evaluate import predict
 from trainer.models import create_model, get_spec
 from trainer.optim import LookaheadAverage, Schedule, build_optimizer
 from trainer.preprocess import normalize
-from trainer.runtime import Dist, autocast, init_distributed, pick_dtype, provenance
+from trainer.runtime import autocast, init_distributed, pick_dtype, provenance
 from trainer.writer import finish_run
 
 
@@ -59,12 +59,10 @@ def build_model(cfg: TrainConfig, ds: Dataset):
     kwargs = dict(cfg.model_kwargs)
     if cfg.pretrained:
         kwargs["pretrained"] = True
-    import inspect
-
     if "input_size" in inspect.signature(get_spec(cfg.model).builder).parameters:
         kwargs.setdefault("input_size", ds.input_size)
     model = create_model(cfg.model, num_classes=len(ds.classes), in_channels=ds.in_channels, **kwargs)
-    kwargs.pop("pretrained", None)  # the run's weights are complete; no download on reload
+    kwargs.pop("pretrained", None)  # the saved weights are complete: reloading must not download
     return model, kwargs
 
 
@@ -82,7 +80,7 @@ def epoch_order(split: Split, cfg: TrainConfig, epoch: int, k: int) -> torch.Ten
     return torch.randperm(n, generator=gen)
 
 
-def evaluate_split(model, split: Split, cfg, device, dtype, criterion_weights) -> tuple[float, float]:
+def evaluate_split(model, split: Split, device, dtype, criterion_weights) -> tuple[float, float]:
     """(mean loss, accuracy) of the model on already-normalised images."""
     model.eval()
     loss, correct = 0.0, 0
@@ -155,7 +153,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     distiller = Distiller.from_config(cfg, model, ds, device) if cfg.teacher else None
     extra = list(distiller.parameters()) if distiller else []
     optimizer = build_optimizer(model, cfg, extra)
-    per_rank = math.ceil(cfg.batch_size / dist.world)
     steps_per_epoch = max(1, len(train_split.y) // cfg.batch_size)
     total_steps = math.ceil(cfg.epochs * steps_per_epoch)
     schedule = Schedule(cfg, optimizer, total_steps, steps_per_epoch)
@@ -213,7 +210,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         record = dict(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1),
                       lr=schedule.current_lr(), seconds=seconds, images_per_s=seen * dist.world / seconds)
         if val_split is not None:
-            record["val_loss"], record["val_acc"] = evaluate_split(model, val_split, cfg, device, dtype, weights)
+            record["val_loss"], record["val_acc"] = evaluate_split(model, val_split, device, dtype, weights)
             schedule.after_epoch(record["val_loss"])
             if record["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_epoch, state.bad_epochs = record["val_loss"], epoch + 1, 0
@@ -257,6 +254,3 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 def resume_config(run_dir: Path) -> TrainConfig:
     _, info, _ = checkpoint.load_state(run_dir)
     return TrainConfig.from_dict(info["config"])
-
-
-__all__ = ["train", "resume_config", "predict", "Dist"]
