@@ -109,6 +109,12 @@ class Stepper:
     weights: torch.Tensor | None = None
     distiller: Distiller | None = None
     world: int = 1
+    # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
+    scaler: torch.amp.GradScaler | None = None
+
+    def __post_init__(self):
+        if self.scaler is None and self.dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler(self.device.type)
 
     def __call__(self, x, y, idx, epoch: int, gen: torch.Generator):
         cfg = self.cfg
@@ -123,8 +129,13 @@ class Stepper:
         # DDP averages gradients over ranks; a summed loss must be scaled back up to stay per-example.
         loss = loss_vec.sum() * self.world if cfg.loss_reduction == "sum" else loss_vec.mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         return loss_vec.detach(), logits.detach()
 
 
