@@ -156,7 +156,6 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def gunicorn_url(cifar_store, cifar_dir, tmp_path_factory):
-    pytest.importorskip("xai_dashboard.wsgi", reason="xai_dashboard/wsgi.py not written yet")
     run = next(r for r in cifar_store.runs.values() if r.meta["dataset"]["name"] == "cifar10")
     port = free_port()
     # One torch thread per worker: two workers already fill the two cores, and OpenMP threads
