@@ -277,10 +277,15 @@ def predict(run, image: torch.Tensor, cache=None) -> np.ndarray:
     # inference-tensor weights that later attributions cannot differentiate through.
     with run.lock, torch.no_grad():  # another request's hooks would see this forward pass
         logits = shared_model(run)(x)
-    probs = np.ascontiguousarray(torch.softmax(logits.float(), 1)[0].numpy(), dtype=np.float32)
+    probs = _probabilities(logits)
     if cache is not None:
         cache.set(key, probs.tobytes())
     return probs
+
+
+def _probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Logits ``(1, K)`` -> float32 probabilities ``(K,)``."""
+    return np.ascontiguousarray(torch.softmax(logits.float(), 1)[0].numpy(), dtype=np.float32)
 
 
 def image_digest(image: torch.Tensor) -> str:
@@ -334,7 +339,7 @@ def explain_predicted(run, image: torch.Tensor, settings: Settings, cache=None) 
         wrapper = PredictedLogit(model)
         heat = gradcam_maps(model, settings.layer, x, 0, forward=wrapper)[0].numpy()
         logits = wrapper.logits
-    probs = np.ascontiguousarray(torch.softmax(logits.float(), 1)[0].numpy(), dtype=np.float32)
+    probs = _probabilities(logits)
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     if cache is not None:
         cache.set(pred_key, probs.tobytes())
