@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     model, arch_kwargs = build_model(cfg, ds)
     if hasattr(model, "init_whitening"):
-        model.init_whitening(train_split.x[:5000].float().contiguous())
+        model.init_whitening(train_split.x[:5000].contiguous())
     model = model.to(device, memory_format=mf)
     distiller = Distiller.from_config(cfg, model, ds, device) if cfg.teacher else None
     extra = list(distiller.parameters()) if distiller else []

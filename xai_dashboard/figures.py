@@ -88,25 +88,27 @@ def history_figure(history: list[dict]) -> go.Figure:
     return _base(fig, "Training curves")
 
 
-def roc_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
-    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"),
-                                showlegend=False, hoverinfo="skip")])
+def _one_vs_rest(fig: go.Figure, curves: list[dict], class_names: list[str], x: str, y: str, score: str,
+                 label: str, titles: tuple[str, str, str]) -> go.Figure:
+    """One line per class from ``curves[i][x]`` / ``curves[i][y]``, its ``score`` in the legend."""
     for i, (c, name) in enumerate(zip(curves, class_names)):
-        fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{name} (AUC {c['roc_auc']:.3f})",
+        fig.add_trace(go.Scatter(x=c[x], y=c[y], mode="lines", name=f"{name} ({label} {c[score]:.3f})",
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=1.6)))
-    fig.update_xaxes(title="false positive rate", range=[0, 1])
-    fig.update_yaxes(title="true positive rate", range=[0, 1.02])
-    return _base(fig, "ROC, one-vs-rest", height=420)
+    fig.update_xaxes(title=titles[0], range=[0, 1])
+    fig.update_yaxes(title=titles[1], range=[0, 1.02])
+    return _base(fig, titles[2], height=420)
+
+
+def roc_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
+    chance = go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"),
+                        showlegend=False, hoverinfo="skip")
+    return _one_vs_rest(go.Figure([chance]), curves, class_names, "fpr", "tpr", "roc_auc", "AUC",
+                        ("false positive rate", "true positive rate", "ROC, one-vs-rest"))
 
 
 def pr_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
-    fig = go.Figure()
-    for i, (c, name) in enumerate(zip(curves, class_names)):
-        fig.add_trace(go.Scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{name} (AP {c['ap']:.3f})",
-                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.6)))
-    fig.update_xaxes(title="recall", range=[0, 1])
-    fig.update_yaxes(title="precision", range=[0, 1.02])
-    return _base(fig, "Precision-recall, one-vs-rest", height=420)
+    return _one_vs_rest(go.Figure(), curves, class_names, "recall", "precision", "ap", "AP",
+                        ("recall", "precision", "Precision-recall, one-vs-rest"))
 
 
 def reliability_figure(cal: dict) -> go.Figure:
