@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch/torchvision first and pinned: the local wheel cache has exactly these versions.
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# the browser's plotly.js: a third of Dash's full bundle (see xai_dashboard/vendor.py); optional
+	$(BIN)/python -m xai_dashboard.vendor
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -59,7 +59,7 @@ def report(what: str, value: str, budget: str, ok: bool) -> None:
 def png_bytes(image, size: int | None = None) -> bytes:
     from PIL import Image
 
-    img = Image.fromarray(image.numpy().transpose(1, 2, 0))
+    img = Image.fromarray(np.asarray(image).transpose(1, 2, 0))
     if size:
         img = img.resize((size, size), Image.Resampling.BICUBIC)
     buf = io.BytesIO()

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# The dashboard imports torch on first model use, from whichever request thread gets there
+# first. dash_duo stops its server thread at teardown by raising an exception inside it; a
+# thread stopped while importing torch leaves half-imported torch submodules behind that
+# break every later import in this process. Import it once, before any server starts.
+import torch  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "checkpoints"
 _DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"

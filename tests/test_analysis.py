@@ -5,18 +5,23 @@ stored ``label`` array in predictions.npz means no images (and no Dash) are need
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
-    accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score,
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
     top_k_accuracy_score,
 )
 
 from trainer.rundir import RunDirError, find_runs, load_run
-from xai_dashboard import analysis
+from xai_dashboard import analysis, summaries
 from xai_dashboard.store import softmax
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,19 +166,44 @@ def test_comparison_sets_partition_the_errors(pred):
     assert (~wrong_b[sets["fixed"]]).all() and (~wrong_a[sets["introduced"]]).all()
 
 
-def test_summary_round_trips_through_its_cache_file(pred, tmp_path, monkeypatch):
-    import trainer.data
+def _same(a, b) -> bool:
+    return np.array_equal(a.cm, b.cm) and a.pairs == b.pairs and a.overall == pytest.approx(b.overall)
 
-    monkeypatch.setattr(trainer.data, "CACHE_DIR", tmp_path)
+
+def test_summary_is_stored_beside_the_predictions_and_read_back(pred, tmp_path, monkeypatch):
+    import trainer.sources
+
+    monkeypatch.setattr(trainer.sources, "CACHE_DIR", tmp_path / "cache")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
     names = tuple(str(c) for c in range(pred.num_classes))
-    fresh = analysis.compute_summary(pred, names)
+    fresh = summaries.compute_summary(pred, names)
     p2 = analysis.Predictions(pred.key + ":roundtrip", pred.labels, pred.probs)
-    first = analysis.summary(p2, names)            # computes and writes the file
-    assert list((tmp_path / "analysis").glob("summary-*.json"))
-    analysis.summary.cache_clear()
-    again = analysis.summary(p2, names)            # reads it back
-    assert np.array_equal(again.cm, fresh.cm) and again.pairs == fresh.pairs == first.pairs
-    assert again.overall == pytest.approx(fresh.overall)
+    first = summaries.summary(p2, names, run_dir)          # computes and writes RUN_DIR/summary.json
+    stored = json.loads((run_dir / summaries.SUMMARY_FILE).read_text())
+    assert stored["key"] == summaries.summary_key(p2, names) and not (tmp_path / "cache").exists()
+    summaries.summary.cache_clear()
+    assert _same(summaries.summary(p2, names, run_dir), fresh) and _same(first, fresh)  # read back
+    # other weights (another key): the file is not trusted, and it is replaced
+    summaries.summary.cache_clear()
+    p3 = analysis.Predictions(pred.key + ":other", pred.labels, np.roll(pred.probs, 1, axis=1))
+    assert not _same(summaries.summary(p3, names, run_dir), fresh)
+    assert json.loads((run_dir / summaries.SUMMARY_FILE).read_text())["key"] == summaries.summary_key(p3, names)
+
+
+def test_summary_falls_back_to_the_user_cache_when_the_run_is_not_writable(pred, tmp_path, monkeypatch):
+    import trainer.sources
+
+    monkeypatch.setattr(trainer.sources, "CACHE_DIR", tmp_path / "cache")
+    # A "run directory" that is a file: writing beside it fails even for root, who ignores modes.
+    run_dir = tmp_path / "not-a-folder"
+    run_dir.write_text("")
+    names = tuple(str(c) for c in range(pred.num_classes))
+    p2 = analysis.Predictions(pred.key + ":readonly", pred.labels, pred.probs)
+    got = summaries.summary(p2, names, run_dir)
+    assert len(list((tmp_path / "cache" / "analysis").glob("summary-*.json"))) == 1
+    summaries.summary.cache_clear()
+    assert _same(summaries.summary(p2, names, run_dir), got)  # read from the user cache
 
 
 def test_predictions_hash_on_content_key(pred):
@@ -202,7 +232,7 @@ def test_gallery_state_transitions():
     assert sel4["cells"] == [[0, 1], [1, 0]]
 
 
-def test_overview_helpers_read_meta_and_build_figures(pred):
+def test_overview_helpers_read_meta_and_build_figures(pred, tmp_path):
     from xai_dashboard.views.overview import metric_cards, overview_figures, timing_rows
 
     meta = {"timings": {"inference_images_per_s": 2000.0, "train_seconds": 12.5}, "num_parameters": 1234,
@@ -213,6 +243,6 @@ def test_overview_helpers_read_meta_and_build_figures(pred):
     names = tuple(str(c) for c in range(pred.num_classes))
     overall = analysis.overall_metrics(pred.labels, pred.probs)
     assert [label for label, _, _ in metric_cards(overall)][:2] == ["Accuracy", "Top-3 accuracy"]
-    bars, history, roc, pr, rel = overview_figures(pred, names, "[]")
+    bars, history, roc, pr, rel = overview_figures(pred, names, "[]", tmp_path)
     assert len(bars["data"]) == 3 and len(roc["data"]) == pred.num_classes + 1 and len(pr["data"]) == pred.num_classes
     assert "ECE" in rel["layout"]["title"]["text"]

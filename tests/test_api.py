@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from xai_dashboard import explain
-from xai_dashboard.explain import Settings
-
 from test_uploads import bad_inputs
+
+from xai_dashboard import explain, explain_spec
+from xai_dashboard.explain_spec import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def png_of(image) -> bytes:
-    arr = image.numpy()
+    arr = np.asarray(image)
     img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -74,7 +73,7 @@ def test_predict_matches_the_stored_predictions(client, demo_store):
 def test_explain_json_and_png(client, demo_store):
     run = demo_store.get(None)
     image = run.images[4]
-    for method in explain.METHODS:
+    for method in explain_spec.METHODS:
         r = post(client, "/api/explain", png_of(image), method=method, format="json", steps=8)
         assert r.status_code == 200, r.get_json()
         body = r.get_json()

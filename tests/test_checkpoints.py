@@ -4,13 +4,16 @@ This ties the numbers committed in meta.json/predictions.npz to the committed we
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import CHECKPOINTS, _cifar_dir
-from trainer.data import load_test_split
 from trainer.evaluate import accuracy, predict
 from trainer.rundir import find_runs, load_run, sha256_file
+from trainer.sources import load_test_split
 
 SHIPPED = find_runs(CHECKPOINTS)
 
@@ -30,7 +33,29 @@ def test_shipped_run_reproduces_its_predictions(run_dir):
     if run.meta["dataset"]["name"] == "cifar10" and _cifar_dir() is None:
         pytest.skip("CIFAR-10 npz files not found: set XAI_DATA_DIR to ../shared/data/cifar10")
     x, y = load_test_split(run.meta["dataset"], _cifar_dir(), run.meta["input_size"])
-    assert np.array_equal(y.numpy(), stored["label"])
+    assert np.array_equal(y, stored["label"])
     idx = np.random.default_rng(0).choice(len(y), size=min(500, len(y)), replace=False)
-    logits, _ = predict(run.load_model(), x[idx], run.meta["mean"], run.meta["std"])
+    logits, _ = predict(run.load_model(), torch.from_numpy(x[idx]), run.meta["mean"], run.meta["std"])
     np.testing.assert_allclose(logits, stored["logits"][idx], atol=1e-3)
+
+
+@pytest.mark.parametrize("run_dir", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_summary_is_what_its_predictions_give(run_dir):
+    """summary.json ships with each run so that no launch recomputes metrics; it must be current."""
+    from xai_dashboard import analysis, summaries
+    from xai_dashboard.store import softmax
+
+    run = load_run(run_dir)
+    names = tuple(run.class_names)
+    p = analysis.Predictions(analysis.content_key(run.meta), run.predictions["label"].astype(np.int64),
+                             softmax(run.predictions["logits"]))
+    stored = json.loads((run_dir / summaries.SUMMARY_FILE).read_text())
+    assert stored["key"] == summaries.summary_key(p, names), "stale summary.json: delete it and open the dashboard"
+    got, want = summaries.RunSummary.from_json(stored["summary"]), summaries.compute_summary(p, names)
+    assert np.array_equal(got.cm, want.cm) and got.pairs == want.pairs
+    assert got.overall == pytest.approx(want.overall)
+    scores = ("precision", "recall", "f1")
+    for g, w in zip(got.per_class, want.per_class, strict=True):
+        assert (g["class"], g["support"]) == (w["class"], w["support"])
+        assert [g[m] for m in scores] == pytest.approx([w[m] for m in scores])
+    assert got.overall["accuracy"] == pytest.approx(run.meta["test_accuracy"], abs=1e-9)

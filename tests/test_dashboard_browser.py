@@ -14,7 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from xai_dashboard import analysis
+from xai_dashboard import analysis, summaries
 from xai_dashboard.app import create_app
 
 pytestmark = [
@@ -131,7 +131,7 @@ def test_cat_dog_cell_shows_exactly_that_cells_images(dash_duo, cifar_store):
 
 def test_confused_pair_shortcut_selects_both_directions(dash_duo, cifar_store):
     run = _cifar_run(cifar_store)
-    s = analysis.compute_summary(analysis.predictions_of(run), tuple(run.class_names))
+    s = summaries.compute_summary(analysis.predictions_of(run), tuple(run.class_names))
     a, b, total = s.pairs[0]
     _open_errors(dash_duo, cifar_store, run.name)
     dash_duo.wait_for_element(".pair-both", timeout=SLOW).click()
@@ -196,7 +196,7 @@ def test_unreadable_data_folder_falls_back_to_the_demo_with_a_banner(dash_duo, t
 
 # ---------------------------------------------------------------- the same callback over HTTP (no browser)
 
-def gallery_payload(app, click: dict, run: str) -> dict:
+def gallery_payload(app, click: dict, run: str, tab: str = "errors") -> dict:
     """A real /_dash-update-component body for the gallery callback, as the browser sends it."""
     key = next(k for k in app.callback_map if "gallery.children" in k)
     outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in key.strip(".").split("...")]
@@ -209,6 +209,7 @@ def gallery_payload(app, click: dict, run: str) -> dict:
             {"id": "gallery-sort", "property": "value", "value": "confidence"},
             {"id": "gallery-prev", "property": "n_clicks", "value": 0},
             {"id": "gallery-next", "property": "n_clicks", "value": 0},
+            {"id": "view-tabs", "property": "value", "value": tab},
         ],
         "state": [{"id": "gallery-selection", "property": "data", "value": None},
                   {"id": "gallery-page", "property": "data", "value": 0}],
@@ -236,3 +237,15 @@ def test_gallery_callback_over_http_returns_urls_fast(cifar_store):
     assert all(s.startswith(f"/img/{run.name}/") for s in srcs) and "data:image" not in payload
     assert len(payload) < 100_000
     assert sorted(times[2:])[-1] < 0.5  # generous on a shared CI core; bench/ measures the real p95
+
+
+def test_hidden_tab_computes_nothing(cifar_store):
+    """Every tab's callbacks fire on page load; the gallery answers only while its tab is shown."""
+    run = _cifar_run(cifar_store)
+    app = create_app(store=cifar_store)
+    client = app.server.test_client()
+    click = {"points": [{"x": "dog", "y": "cat", "pointNumber": [3, 5]}]}
+    hidden = client.post("/_dash-update-component", json=gallery_payload(app, click, run.name, tab="overview"))
+    assert hidden.status_code == 204  # PreventUpdate: nothing built, nothing sent
+    shown = client.post("/_dash-update-component", json=gallery_payload(app, click, run.name, tab="errors"))
+    assert shown.status_code == 200 and "gallery-count" in shown.get_json()["response"]

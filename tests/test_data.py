@@ -6,10 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.data import (
-    DatasetUnavailable, channel_stats, fingerprint, load_dataset, load_test_split, train_val_split,
-)
 from trainer.augment import AugmentConfig, augment_batch, flip_mask
+from trainer.data import channel_stats, load_dataset, train_val_split
+from trainer.sources import DatasetUnavailable, fingerprint, load_test_split
 
 
 def test_cifar10_shared_copy(cifar_dir):
@@ -33,7 +32,7 @@ def test_cifar10_env_var_and_test_only(cifar_dir, monkeypatch):
 
 
 def test_cifar10_offline_without_copy_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainer.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainer.sources.CACHE_DIR", tmp_path / "cache")
     import torchvision.datasets.utils as tv_utils
 
     def offline(*a, **k):

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_dashboard import explain, featuremaps, overlay, precompute
-from xai_dashboard.explain import Settings
+from xai_dashboard import explain, explain_spec, featuremaps, gradcam_file, overlay, precompute
+from xai_dashboard.explain_spec import Settings
 
 FAST_METHODS = [("gradcam", {}), ("guided_gradcam", {}), ("saliency", {}),
                 ("integrated_gradients", {"ig_steps": 8}), ("occlusion", {"window": 8, "stride": 8})]
@@ -245,53 +245,53 @@ def test_every_method_gives_a_normalised_map(demo_run, method, kw):
 def test_settings_validation(demo_run):
     meta = demo_run.meta
     assert Settings().resolved(meta).layer == meta["gradcam_layer"]
-    with pytest.raises(explain.ExplainError) as e:
+    with pytest.raises(explain_spec.ExplainError) as e:
         Settings(method="lime").resolved(meta)
     assert e.value.status == 400
-    with pytest.raises(explain.ExplainError) as e:
+    with pytest.raises(explain_spec.ExplainError) as e:
         Settings(layer="nope").resolved(meta)
     assert e.value.status == 404
-    with pytest.raises(explain.ExplainError, match="spatial"):
+    with pytest.raises(explain_spec.ExplainError, match="spatial"):
         Settings(layer="classifier.fc1").resolved(meta)
-    with pytest.raises(explain.ExplainError, match="ig_steps"):
+    with pytest.raises(explain_spec.ExplainError, match="ig_steps"):
         Settings(method="integrated_gradients", ig_steps=0).resolved(meta)
     assert Settings(method="saliency", layer="classifier.fc1").resolved(meta).key() == ("saliency",)
 
 
 def test_parse_target():
     names = ["cat", "dog", "bird"]
-    assert explain.parse_target(None, names, pred=2) == 2
-    assert explain.parse_target("pred", names, pred=2) == 2
-    assert explain.parse_target("true", names, pred=2, true=0) == 0
-    assert explain.parse_target("dog", names, pred=2) == 1
-    assert explain.parse_target("0", names, pred=2) == 0
+    assert explain_spec.parse_target(None, names, pred=2) == 2
+    assert explain_spec.parse_target("pred", names, pred=2) == 2
+    assert explain_spec.parse_target("true", names, pred=2, true=0) == 0
+    assert explain_spec.parse_target("dog", names, pred=2) == 1
+    assert explain_spec.parse_target("0", names, pred=2) == 0
     for bad in ("true", "3", "-1", "horse"):
-        with pytest.raises(explain.ExplainError):
-            explain.parse_target(bad, names, pred=2)
+        with pytest.raises(explain_spec.ExplainError):
+            explain_spec.parse_target(bad, names, pred=2)
 
 
 # ------------------------------------------------------------------ cache
 
 def test_cache_hits_and_keys(demo_run, tmp_path, monkeypatch):
-    cache = explain.explain_cache(tmp_path / "c")
+    cache = explain_spec.explain_cache(tmp_path / "c")
     assert stat.S_IMODE(os.stat(tmp_path / "c").st_mode) == 0o700
     image = demo_run.images[7]
     first = explain.explain_image(demo_run, image, 2, Settings(), cache)
     monkeypatch.setattr(explain, "attribute", lambda *a, **k: pytest.fail("cache miss"))
     np.testing.assert_array_equal(explain.explain_image(demo_run, image, 2, Settings(), cache), first)
     s = Settings().resolved(demo_run.meta)
-    digest = explain.image_digest(image)
-    keys = {explain.cache_key(demo_run.weights_sha256, s, 2, digest),
-            explain.cache_key("0" * 64, s, 2, digest),  # a new checkpoint
-            explain.cache_key(demo_run.weights_sha256, s, 3, digest),
-            explain.cache_key(demo_run.weights_sha256, s, (2, 3), digest),
-            explain.cache_key(demo_run.weights_sha256, Settings(method="saliency").resolved(demo_run.meta), 2, digest),
-            explain.cache_key(demo_run.weights_sha256, s, 2, explain.image_digest(demo_run.images[8]))}
+    digest = explain_spec.image_digest(image)
+    keys = {explain_spec.cache_key(demo_run.weights_sha256, s, 2, digest),
+            explain_spec.cache_key("0" * 64, s, 2, digest),  # a new checkpoint
+            explain_spec.cache_key(demo_run.weights_sha256, s, 3, digest),
+            explain_spec.cache_key(demo_run.weights_sha256, s, (2, 3), digest),
+            explain_spec.cache_key(demo_run.weights_sha256, Settings(method="saliency").resolved(demo_run.meta), 2, digest),
+            explain_spec.cache_key(demo_run.weights_sha256, s, 2, explain_spec.image_digest(demo_run.images[8]))}
     assert len(keys) == 6
 
 
 def test_one_pass_prediction_and_gradcam(demo_run, tmp_path, monkeypatch):
-    cache = explain.explain_cache(tmp_path / "one-pass")
+    cache = explain_spec.explain_cache(tmp_path / "one-pass")
     for i in range(4):
         image = demo_run.images[i]
         probs, heat = explain.explain_predicted(demo_run, image, Settings(), cache)
@@ -314,7 +314,7 @@ def test_precompute_matches_live_maps_and_is_bound_to_weights(demo_store, tmp_pa
     run_dir = tmp_path / "digits-demo"
     shutil.copytree(run.run.path, run_dir)
     assert cli_main(["explain", str(run_dir), "--batch-size", "64"]) == 0
-    path = run_dir / precompute.GRADCAM_FILE
+    path = run_dir / gradcam_file.GRADCAM_FILE
     with np.load(path) as z:
         assert z["pred"].shape == z["true"].shape == (len(run.labels), 32, 32)
         assert z["pred"].dtype == np.float16 and str(z["weights_sha256"]) == run.weights_sha256
@@ -332,11 +332,11 @@ def test_precompute_matches_live_maps_and_is_bound_to_weights(demo_store, tmp_pa
     local.run = copy.copy(run.run)
     local.run.path = run_dir
     i = int(wrong[0]) if len(wrong) else 0
-    assert precompute.precomputed_map(local, i, int(run.labels[i])) is not None
+    assert gradcam_file.precomputed_map(local, i, int(run.labels[i])) is not None
     other = next(c for c in range(10) if c not in (int(run.labels[i]), int(run.preds[i])))
-    assert precompute.precomputed_map(local, i, other) is None  # not stored: computed live instead
+    assert gradcam_file.precomputed_map(local, i, other) is None  # not stored: computed live instead
     local.run.meta = {**run.meta, "weights_sha256": "f" * 64}  # a new checkpoint: the file is stale
-    assert precompute.load_precomputed(local) is None
+    assert gradcam_file.load_precomputed(local) is None
 
 
 def test_precompute_progress_and_given_images(demo_store, tmp_path):

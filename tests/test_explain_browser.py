@@ -2,7 +2,6 @@
 maps, PNG upload -> prediction and overlay, random bytes -> error message."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -91,7 +90,7 @@ def test_png_upload_shows_prediction_and_overlay(explain_page, tmp_path):
     dash_duo, run = explain_page
     i = int(np.flatnonzero(run.preds == run.labels)[3])
     path = tmp_path / "digit.png"
-    Image.fromarray(run.images[i].numpy()[0]).resize((96, 96), Image.Resampling.NEAREST).save(path)
+    Image.fromarray(run.images[i][0]).resize((96, 96), Image.Resampling.NEAREST).save(path)
     before = _src(dash_duo, "#gradcam-overlay")
     _upload(dash_duo, path)
     _wait(dash_duo, lambda d: "Upload: digit.png" in d.find_element(By.ID, "xp-source-label").text, "upload ignored")

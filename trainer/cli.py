@@ -91,7 +91,7 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from trainer.data import DatasetUnavailable
+    from trainer.sources import DatasetUnavailable
     from trainer.rundir import RunDirError
 
     try:

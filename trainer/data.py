@@ -1,34 +1,18 @@
-"""Dataset sources, splits, fingerprints and normalisation statistics.
+"""The training data as tensors: datasets, splits and normalisation statistics.
 
-Every source returns a :class:`Dataset` whose images are uint8 tensors
-``(N, C, H, W)`` held in memory: augmentation then runs on whole batches on
-the training device instead of per-image PIL transforms.
-
-Specs understood by :func:`load_dataset`:
-
-* ``cifar10``: ``cifar10_{train,test}.npz`` from ``data_dir`` / ``$XAI_DATA_DIR``,
-  else torchvision's CIFAR10 in ``~/.cache/xai-dashboard/cifar10`` (downloaded once).
-* ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) in
-  torchvision's ImageFolder layout, any image size, resized and centre-cropped.
-* ``digits``: scikit-learn's bundled 8x8 digits, upscaled; works offline.
+:mod:`trainer.sources` reads the files into numpy; here they become uint8
+tensors ``(N, C, H, W)`` (sharing the arrays' memory) held in memory, so
+augmentation runs on whole batches on the training device instead of
+per-image PIL transforms.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-DATA_ENV = "XAI_DATA_DIR"
-CACHE_DIR = Path(os.environ.get("XAI_CACHE_DIR", Path.home() / ".cache" / "xai-dashboard"))
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset cannot be found locally nor downloaded; the message says how to fix it."""
+from trainer.sources import fingerprint, read_dataset
 
 
 @dataclass(frozen=True)
@@ -62,18 +46,15 @@ class Dataset:
         }
 
 
-def fingerprint(x: torch.Tensor, y: torch.Tensor, samples: int = 256) -> str:
-    """Hash of all labels, the shape, and an evenly spaced sample of images.
+def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_size: int | None = None,
+                 train: bool = True) -> Dataset:
+    """:func:`trainer.sources.read_dataset` as contiguous tensors; ``train=False`` skips the training images."""
+    a = read_dataset(spec, data_dir, input_size, train)
 
-    Cheap (no full pass over the pixels) yet any reordering, relabelling or a
-    different dataset of the same size changes it.
-    """
-    h = hashlib.sha256()
-    h.update(str(tuple(x.shape)).encode())
-    h.update(y.numpy().astype(np.int64).tobytes())
-    idx = np.linspace(0, len(x) - 1, num=min(samples, len(x))).astype(np.int64)
-    h.update(x[torch.from_numpy(idx)].contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    def t(x):
+        return torch.from_numpy(x).contiguous()  # sources may hand out strided views
+
+    return Dataset(a.name, t(a.train_x), t(a.train_y), t(a.test_x), t(a.test_y), a.classes)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -91,96 +72,6 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def data_dir_from(arg: str | os.PathLike | None) -> Path | None:
-    value = arg or os.environ.get(DATA_ENV)
-    return Path(value).expanduser() if value else None
-
-
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_size: int | None = None,
-                 train: bool = True) -> Dataset:
-    """``train=False`` skips the training images where the source allows (the dashboard needs only the test split)."""
-    if spec == "cifar10":
-        return _cifar10(data_dir_from(data_dir), train)
-    if spec == "digits":
-        return _digits(input_size or 32)
-    if spec.startswith("imagefolder:"):
-        return _image_folder(Path(spec.split(":", 1)[1]).expanduser(), input_size or 32)
-    raise ValueError(f"unknown dataset {spec!r}; use cifar10, digits or imagefolder:PATH")
-
-
-def _nhwc_to_tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def _cifar10(data_dir: Path | None, with_train: bool = True) -> Dataset:
-    if data_dir is not None:
-        train, test = data_dir / "cifar10_train.npz", data_dir / "cifar10_test.npz"
-        if train.is_file() and test.is_file():
-            with np.load(test) as te:
-                test_x, test_y = _nhwc_to_tensor(te["x"]), torch.from_numpy(te["y"].astype(np.int64))
-                classes = tuple(str(c) for c in te["classes"])
-            train_x, train_y = test_x[:0], test_y[:0]
-            if with_train:
-                with np.load(train) as tr:
-                    train_x, train_y = _nhwc_to_tensor(tr["x"]), torch.from_numpy(tr["y"].astype(np.int64))
-            return Dataset("cifar10", train_x, train_y, test_x, test_y, classes)
-    return _cifar10_torchvision(data_dir)
-
-
-def _cifar10_torchvision(data_dir: Path | None) -> Dataset:
-    from torchvision.datasets import CIFAR10
-
-    root = CACHE_DIR / "cifar10"
-    try:
-        tr = CIFAR10(root, train=True, download=True)
-        te = CIFAR10(root, train=False, download=True)
-    except Exception as e:  # URLError, OSError, RuntimeError: all mean "not here and not reachable"
-        where = f"{data_dir} has no cifar10_train.npz/cifar10_test.npz" if data_dir else f"${DATA_ENV} is not set"
-        raise DatasetUnavailable(
-            f"CIFAR-10 is not available: {where}, and downloading it into {root} failed "
-            f"({type(e).__name__}: {e}). Fix: point --data-dir or {DATA_ENV} at a folder with "
-            f"cifar10_train.npz and cifar10_test.npz, or connect to the internet once so torchvision "
-            f"can download it."
-        ) from None
-    return Dataset(
-        "cifar10", _nhwc_to_tensor(tr.data), torch.tensor(tr.targets), _nhwc_to_tensor(te.data),
-        torch.tensor(te.targets), tuple(tr.classes),
-    )
-
-
-def _digits(size: int) -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]  # (N, 1, 8, 8)
-    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
-    y = torch.from_numpy(d.target.astype(np.int64))
-    # A fixed stratified split so every run of the demo sees the same 360 test images.
-    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=d.target)
-    tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
-    return Dataset("digits", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)))
-
-
-def _image_folder(root: Path, size: int) -> Dataset:
-    from torchvision.datasets import ImageFolder
-
-    from trainer.preprocess import pil_to_tensor
-
-    test_root = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
-    if not (root / "train").is_dir() or test_root is None:
-        raise DatasetUnavailable(f"{root}: expected train/ and test/ (or val/) sub-folders in ImageFolder layout")
-    parts = []
-    for sub in (root / "train", test_root):
-        folder = ImageFolder(str(sub))
-        xs = [pil_to_tensor(folder.loader(p), size) for p, _ in folder.samples]
-        parts.append((torch.stack(xs), torch.tensor(folder.targets, dtype=torch.int64), folder.classes))
-    (trx, try_, tr_classes), (tex, tey, te_classes) = parts
-    if tr_classes != te_classes:
-        raise DatasetUnavailable(f"{root}: train classes {tr_classes} differ from test classes {te_classes}")
-    return Dataset(f"imagefolder:{root.name}", trx, try_, tex, tey, tuple(tr_classes))
-
-
 def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic (train indices, validation indices) over ``n`` training images."""
     if not 0 <= val_fraction < 1:
@@ -188,22 +79,3 @@ def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tenso
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = int(round(n * val_fraction))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = None,
-                    input_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images ``(N, C, H, W)`` uint8 and labels a run was evaluated on.
-
-    Reloads the dataset named in ``meta.json`` and checks its fingerprint, so
-    predictions are never paired with the wrong images.
-    """
-    ds = load_dataset(dataset_meta.get("spec", dataset_meta["name"]), data_dir, input_size, train=False)
-    n = dataset_meta.get("test_subset") or len(ds.test_y)
-    x, y = ds.test_x[:n], ds.test_y[:n]
-    found = fingerprint(x, y)
-    if found != dataset_meta["fingerprint"]:
-        raise DatasetUnavailable(
-            f"the {dataset_meta['name']} test set found has fingerprint {found}, but the run was evaluated "
-            f"on {dataset_meta['fingerprint']}: different data (or a different order) — refusing to pair them"
-        )
-    return x, y

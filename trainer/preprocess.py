@@ -7,15 +7,17 @@ training images were.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
+if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; decoding an image needs none
+    import torch
 
-def pil_to_tensor(img: Image.Image, size: int, in_channels: int = 3) -> torch.Tensor:
-    """Any PIL image -> uint8 ``(C, size, size)``.
+
+def pil_to_array(img: Image.Image, size: int, in_channels: int = 3) -> np.ndarray:
+    """Any PIL image -> uint8 numpy ``(C, size, size)``.
 
     Applies EXIF orientation, converts the mode (RGBA over white, palette,
     16-bit, greyscale) to RGB or L, resizes the shorter side to ``size`` and
@@ -36,18 +38,19 @@ def pil_to_tensor(img: Image.Image, size: int, in_channels: int = 3) -> torch.Te
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    return arr.transpose(2, 0, 1).copy()  # a copy: np.asarray(PIL image) is read-only
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` -> float32 normalised ``(N, C, H, W)`` on ``x``'s device."""
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return (x.float() / 255.0 - m) / s
+    x = x.float() / 255.0
+    m = x.new_tensor(mean).view(1, -1, 1, 1)  # new_tensor: same dtype and device as x
+    s = x.new_tensor(std).view(1, -1, 1, 1)
+    return (x - m) / s
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Inverse of :func:`normalize`, returning float images in [0, 1]."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    m = x.new_tensor(mean).view(1, -1, 1, 1)
+    s = x.new_tensor(std).view(1, -1, 1, 1)
     return (x * s + m).clamp(0, 1)

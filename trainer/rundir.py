@@ -9,6 +9,12 @@ A run directory holds::
     predictions.npz     index, label, logits (N, C) float32, embedding (N, D) float16,
                         weights_sha256 (binds the predictions to the weights)
 
+and, derived by the dashboard and optional (each names what it was computed
+from and is ignored once that changes)::
+
+    summary.json        metrics, curves and confusion matrix (xai_dashboard.summaries)
+    gradcam.npz         Grad-CAM of the whole test set (xai_dashboard.gradcam_file)
+
 Every file is written atomically (temp file + ``os.replace``) so a killed
 process never leaves a half-written run. :func:`load_run` validates all of it
 and raises :class:`RunDirError` naming the file and the problem.

@@ -13,11 +13,8 @@ nothing user-specific is ever stored.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -53,10 +50,14 @@ class Predictions:
         return self.probs.argmax(1)
 
 
+def content_key(meta: dict) -> str:
+    """What a run's predictions are a function of: its weights and its test set."""
+    return f"{meta['weights_sha256']}:{meta['dataset']['fingerprint']}"
+
+
 def predictions_of(run) -> Predictions:
     """Wrap a :class:`~xai_dashboard.store.LoadedRun` (no copies)."""
-    key = f"{run.weights_sha256}:{run.meta['dataset']['fingerprint']}"
-    return Predictions(key, np.asarray(run.labels, dtype=np.int64), run.probs)
+    return Predictions(content_key(run.meta), np.asarray(run.labels, dtype=np.int64), run.probs)
 
 
 # ---------------------------------------------------------------- metrics
@@ -260,71 +261,6 @@ def comparison_sets(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray
 
 
 # ---------------------------------------------------------------- cached per run
-
-SUMMARY_VERSION = 1  # bump when RunSummary's contents change, to ignore older cache files
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """Everything the overview and confusion views need for one run; JSON-able but for ``cm``."""
-
-    cm: np.ndarray             # (K, K) int64
-    overall: dict
-    per_class: list[dict]
-    curves: list[dict]
-    calibration: dict
-    pairs: list[tuple[int, int, int]]
-
-    def to_json(self) -> dict:
-        return {"cm": self.cm.tolist(), "overall": self.overall, "per_class": self.per_class,
-                "curves": self.curves, "calibration": self.calibration, "pairs": [list(p) for p in self.pairs]}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "RunSummary":
-        return cls(cm=np.asarray(d["cm"], dtype=np.int64), overall=d["overall"], per_class=d["per_class"],
-                   curves=d["curves"], calibration=d["calibration"], pairs=[tuple(p) for p in d["pairs"]])
-
-
-def compute_summary(p: Predictions, class_names: tuple[str, ...]) -> RunSummary:
-    k = p.num_classes
-    cm = confusion(p.labels, p.preds, k)
-    return RunSummary(
-        cm=cm, overall=overall_metrics(p.labels, p.probs),
-        per_class=per_class_metrics(p.labels, p.preds, list(class_names)),
-        curves=roc_pr_curves(p.labels, p.probs), calibration=reliability(p.labels, p.probs),
-        pairs=most_confused_pairs(cm),
-    )
-
-
-def _summary_path(p: Predictions, class_names: tuple[str, ...]) -> Path:
-    from trainer.data import CACHE_DIR
-
-    digest = hashlib.sha256(json.dumps([SUMMARY_VERSION, p.key, list(class_names)]).encode()).hexdigest()[:24]
-    return Path(CACHE_DIR) / "analysis" / f"summary-{digest}.json"
-
-
-@lru_cache(maxsize=16)
-def summary(p: Predictions, class_names: tuple[str, ...]) -> RunSummary:
-    """:func:`compute_summary`, memoised in memory and in a content-keyed JSON file.
-
-    The file means a restarted dashboard (or a new gunicorn worker) answers its
-    first page without recomputing anything, or even importing scikit-learn.
-    A missing or unwritable cache folder only costs the recomputation.
-    """
-    path = _summary_path(p, class_names)
-    try:
-        return RunSummary.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    result = compute_summary(p, class_names)
-    try:
-        from trainer.rundir import write_json
-
-        write_json(path, result.to_json())
-    except OSError:
-        pass
-    return result
-
 
 @lru_cache(maxsize=16)
 def cell_index_of(p: Predictions) -> CellIndex:

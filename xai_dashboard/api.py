@@ -9,16 +9,20 @@ Size limits: API requests may carry the upload limit plus a little multipart
 overhead (set per request); ``MAX_CONTENT_LENGTH`` for the whole server is
 larger because dcc.Upload posts the file base64-encoded inside the callback's
 JSON, and an upload must reach the upload callback to get its own message.
+
+Handlers that run a model import :mod:`.explain` (torch, Captum) when first
+called, so registering the API costs nothing at start-up.
 """
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import explain, uploads
+from . import uploads
+from .explain_spec import METHODS, ExplainError, Settings, explain_cache, parse_target
+from .gradcam_file import load_precomputed
 from .images import DETAIL_SIZE, clamp_size
 from .overlay import DEFAULT_COLORMAP, overlay_png
-from .precompute import load_precomputed
 
 MULTIPART_SLACK = 64 * 1024
 ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST"}
@@ -43,7 +47,7 @@ def run_summary(run) -> dict:
         "gradcam_layer": meta["gradcam_layer"], "layers": meta["layers"],
         "test_accuracy": meta.get("test_accuracy"), "weights_sha256": meta["weights_sha256"],
         "dataset": {k: meta["dataset"].get(k) for k in ("name", "num_test", "fingerprint")},
-        "methods": list(explain.METHODS), "precomputed_gradcam": load_precomputed(run) is not None,
+        "methods": list(METHODS), "precomputed_gradcam": load_precomputed(run) is not None,
     }
 
 
@@ -76,10 +80,10 @@ def _float_field(form, name: str, default: float, lo: float, hi: float) -> float
     return value
 
 
-def settings_from_form(form, meta: dict) -> explain.Settings:
+def settings_from_form(form, meta: dict) -> Settings:
     """Form fields method, layer, steps, internal_batch_size, window, stride -> resolved Settings."""
-    d = explain.Settings()
-    return explain.Settings(
+    d = Settings()
+    return Settings(
         method=form.get("method") or d.method, layer=form.get("layer") or None,
         ig_steps=_int_field(form, "steps", d.ig_steps),
         internal_batch_size=_int_field(form, "internal_batch_size", d.internal_batch_size),
@@ -90,7 +94,7 @@ def settings_from_form(form, meta: dict) -> explain.Settings:
 def register_api(server, store, *, max_upload_bytes: int | None = None, cache=None) -> None:
     """Add the ``/api`` routes and JSON error handlers to Flask ``server``, answering from RunStore ``store``.
 
-    ``cache``: a diskcache.Cache for maps; default :func:`explain.explain_cache`, opened
+    ``cache``: a diskcache.Cache for maps; default :func:`.explain_spec.explain_cache`, opened
     on first use (so each gunicorn worker opens its own after the fork).
     """
     limit = max_upload_bytes or uploads.max_upload_bytes()
@@ -99,7 +103,7 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
     bp = Blueprint("xai_api", __name__, url_prefix="/api")
 
     def maps_cache():
-        return cache if cache is not None else explain.explain_cache()
+        return cache if cache is not None else explain_cache()
 
     def read_image(run):
         if "file" not in request.files:
@@ -124,11 +128,15 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
 
     @bp.post("/predict")
     def predict():
+        from . import explain
+
         run = get_run()
         return jsonify(prediction_json(run, explain.predict(run, read_image(run), maps_cache())))
 
     @bp.post("/explain")
     def explain_route():
+        from . import explain
+
         run = get_run()
         form = request.form
         fmt = (form.get("format") or "png").lower()
@@ -144,9 +152,9 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
         else:
             probs = explain.predict(run, image, maps_cache())
             pred = int(probs.argmax())
-            target = explain.parse_target(spec, run.class_names, pred)
+            target = parse_target(spec, run.class_names, pred)
             if versus:
-                other = explain.parse_target(versus, run.class_names, pred)
+                other = parse_target(versus, run.class_names, pred)
                 if other == target:
                     raise ApiError("'versus' must name a class other than the target")
                 target = (target, other)
@@ -178,7 +186,7 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
 
     @bp.errorhandler(ApiError)
     @bp.errorhandler(uploads.UploadError)
-    @bp.errorhandler(explain.ExplainError)
+    @bp.errorhandler(ExplainError)
     def known_error(e):
         return error(str(e), e.status)
 

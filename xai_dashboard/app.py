@@ -13,6 +13,7 @@ from pathlib import Path
 import dash
 from dash import dcc, html
 
+from . import vendor
 from .images import register_image_route
 from .store import RunStore
 from .views import VIEWS
@@ -58,18 +59,19 @@ def header(store: RunStore) -> html.Header:
 
 def warm_up(store: RunStore) -> None:
     """Pay one-off costs before the first page asks: plotly's template and validators,
-    and each run's summary (read from its content-keyed cache file, computed only if absent).
+    and each run's summary (read from ``summary.json`` beside its predictions or the user
+    cache, computed only if neither holds it; see :mod:`.summaries`).
 
     Meant for a background thread in a single-process server (the CLI); a gunicorn
     master must not run threads before forking, so workers warm up on first use.
     Views may add their own: a module in ``VIEWS`` with ``warm_up(store)`` is called too.
     """
-    from . import analysis, figures
+    from . import figures, summaries
 
     try:
         figures.empty_figure("warm-up")
         for run in store.runs.values():
-            analysis.summary(analysis.predictions_of(run), tuple(run.class_names))
+            summaries.summary_of(run)
         for name in VIEWS:
             module = _optional_module(f"views.{name}")
             if module is not None and hasattr(module, "warm_up"):
@@ -86,7 +88,7 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
     """
     store = store if store is not None else RunStore.from_dirs(run_dirs, data_dir)
     app = dash.Dash(__name__, title="XAI dashboard", assets_folder=str(ASSETS),
-                    suppress_callback_exceptions=True, update_title=None)
+                    assets_ignore=vendor.assets_ignore(), suppress_callback_exceptions=True, update_title=None)
     app.server.config["XAI_STORE"] = store
     register_image_route(app.server, store, app.config.routes_pathname_prefix)
 

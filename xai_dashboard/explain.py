@@ -1,4 +1,4 @@
-"""Attributions through Captum: Grad-CAM and friends, pure functions plus a disk cache.
+"""Attributions through Captum: Grad-CAM and friends, pure functions over a cache.
 
 Every map is returned as float32 ``(N, H, W)`` (or ``(H, W)`` for one image) in
 ``[0, 1]`` at the network's input resolution, whatever the method:
@@ -18,17 +18,13 @@ A target is a class index or a pair ``(a, b)`` meaning "logit[a] - logit[b]"
 
 Captum hooks the shared model, so every call that runs the network takes
 ``LoadedRun.lock``; Captum removes its hooks in ``finally`` blocks and
-:func:`hook_count` lets the tests prove it.
+:func:`hook_count` lets the tests prove it. What may be requested (methods,
+:class:`Settings`, targets) and the cache keys live in :mod:`.explain_spec`,
+which needs no torch; images may be numpy arrays or tensors.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -37,99 +33,7 @@ from torch import nn
 
 from trainer.preprocess import normalize
 
-METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM",
-    "integrated_gradients": "Integrated Gradients",
-    "saliency": "Saliency",
-    "occlusion": "Occlusion",
-}
-LAYER_METHODS = ("gradcam", "guided_gradcam")
-CACHE_ENV = "XAI_CACHE_DIR"
-CACHE_VERSION = 1  # bump when a method's maths changes so old maps are never shown
-
-Target = Union[int, tuple[int, int]]
-
-
-class ExplainError(ValueError):
-    """A request that cannot be explained; ``status`` is the HTTP code the API answers with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to attribute. ``layer`` None means the run's ``gradcam_layer``."""
-
-    method: str = "gradcam"
-    layer: str | None = None
-    ig_steps: int = 32
-    internal_batch_size: int = 32
-    window: int = 8
-    stride: int = 4
-
-    def resolved(self, meta: dict) -> "Settings":
-        """Check the method and ranges, fill in the layer; raises :class:`ExplainError`."""
-        if self.method not in METHODS:
-            raise ExplainError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        for name, lo, hi in (("ig_steps", 2, 512), ("internal_batch_size", 1, 1024),
-                             ("window", 1, meta["input_size"]), ("stride", 1, meta["input_size"])):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not lo <= value <= hi:
-                raise ExplainError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-        layer = self.layer or meta["gradcam_layer"]
-        if self.method in LAYER_METHODS:
-            shape = layer_shape(meta, layer)
-            if len(shape) != 3:
-                raise ExplainError(f"layer {layer!r} has shape {list(shape)}; Grad-CAM needs a spatial "
-                                   f"(channels, height, width) layer such as {meta['gradcam_layer']!r}")
-        return replace(self, layer=layer)
-
-    def key(self) -> tuple:
-        """Only the parameters that change this method's result (so caching ignores the rest)."""
-        if self.method in LAYER_METHODS:
-            return (self.method, self.layer)
-        if self.method == "integrated_gradients":
-            return (self.method, self.ig_steps)
-        if self.method == "occlusion":
-            return (self.method, self.window, self.stride)
-        return (self.method,)
-
-
-def layer_shape(meta: dict, layer: str) -> tuple[int, ...]:
-    """Output shape (without batch) of an inspectable layer; unknown layer -> ExplainError 404."""
-    for entry in meta["layers"]:
-        if entry["name"] == layer:
-            return tuple(entry["shape"])
-    names = ", ".join(e["name"] for e in meta["layers"])
-    raise ExplainError(f"unknown layer {layer!r}; inspectable layers: {names}", status=404)
-
-
-def spatial_layers(meta: dict) -> list[str]:
-    return [e["name"] for e in meta["layers"] if len(e["shape"]) == 3]
-
-
-def parse_target(spec: str | int | None, class_names: Sequence[str], pred: int,
-                 true: int | None = None) -> int:
-    """``"pred"`` (default), ``"true"``, a class name or a class index -> class index."""
-    if spec is None or spec == "" or spec == "pred":
-        return int(pred)
-    if spec == "true":
-        if true is None:
-            raise ExplainError("target 'true' needs a labelled test image; an upload has no true label")
-        return int(true)
-    if isinstance(spec, str) and spec in class_names:
-        return list(class_names).index(spec)
-    try:
-        index = int(spec)
-    except (TypeError, ValueError):
-        raise ExplainError(f"unknown target {spec!r}; use pred, true, a class name "
-                           f"({', '.join(class_names)}) or an index 0-{len(class_names) - 1}") from None
-    if not 0 <= index < len(class_names):
-        raise ExplainError(f"target index {index} is outside 0-{len(class_names) - 1}")
-    return index
+from .explain_spec import CACHE_VERSION, ExplainError, Settings, Target, cache_key, image_digest
 
 
 class LogitDifference(nn.Module):
@@ -241,9 +145,11 @@ def hook_count(model: nn.Module) -> int:
         + len(M._global_forward_pre_hooks)
 
 
-def to_input(image: torch.Tensor, meta: dict) -> torch.Tensor:
-    """uint8 ``(C, H, W)`` or ``(N, C, H, W)`` -> normalised float32 ``(N, C, H, W)``, channels-last."""
-    x = image if image.dim() == 4 else image.unsqueeze(0)
+def to_input(image, meta: dict) -> torch.Tensor:
+    """uint8 ``(C, H, W)`` or ``(N, C, H, W)``, numpy or tensor -> normalised float32 ``(N, C, H, W)``,
+    channels-last."""
+    x = torch.as_tensor(image)
+    x = x if x.dim() == 4 else x.unsqueeze(0)
     return normalize(x, meta["mean"], meta["std"]).contiguous(memory_format=torch.channels_last)
 
 
@@ -260,11 +166,19 @@ def shared_model(run) -> nn.Module:
     return model
 
 
-def _predict_key(run, image: torch.Tensor) -> str:
+def warm(run) -> None:
+    """Load Captum and ``run``'s model now, so the first attribution a user waits for does not."""
+    import captum.attr  # noqa: F401 - the import is the point
+
+    with run.lock:
+        shared_model(run)
+
+
+def _predict_key(run, image) -> str:
     return json.dumps([CACHE_VERSION, run.weights_sha256, "predict", image_digest(image)])
 
 
-def predict(run, image: torch.Tensor, cache=None) -> np.ndarray:
+def predict(run, image, cache=None) -> np.ndarray:
     """Class probabilities float32 ``(K,)`` for one uint8 ``(C, H, W)`` image of ``run`` (a LoadedRun)."""
     key = _predict_key(run, image)
     k = run.meta["num_classes"]
@@ -288,19 +202,7 @@ def _probabilities(logits: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(torch.softmax(logits.float(), 1)[0].numpy(), dtype=np.float32)
 
 
-def image_digest(image: torch.Tensor) -> str:
-    arr = np.ascontiguousarray(image.numpy() if isinstance(image, torch.Tensor) else image)
-    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
-
-
-def cache_key(weights_sha256: str, settings: Settings, target: Target, image_sha256: str) -> str:
-    """(weights, method, params, layer, target, image): a new checkpoint can never hit old maps."""
-    tgt = list(target) if isinstance(target, tuple) else int(target)
-    layer = settings.layer if settings.method in LAYER_METHODS else None  # pixel methods ignore it
-    return json.dumps([CACHE_VERSION, weights_sha256, settings.key(), layer, tgt, image_sha256])
-
-
-def explain_image(run, image: torch.Tensor, target: Target, settings: Settings, cache=None) -> np.ndarray:
+def explain_image(run, image, target: Target, settings: Settings, cache=None) -> np.ndarray:
     """One map float32 ``(H, W)`` in [0, 1] for uint8 ``image`` ``(C, H, W)`` of LoadedRun ``run``.
 
     Checks ``cache`` (a diskcache.Cache or None) first; computing takes ``run.lock``.
@@ -321,7 +223,7 @@ def explain_image(run, image: torch.Tensor, target: Target, settings: Settings, 
     return heat
 
 
-def explain_predicted(run, image: torch.Tensor, settings: Settings, cache=None) -> tuple[np.ndarray, np.ndarray]:
+def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.ndarray, np.ndarray]:
     """``(probabilities (K,), map (H, W))`` for the predicted class of uint8 ``image`` ``(C, H, W)``.
 
     Grad-CAM of an image not seen before takes a single forward/backward pass through
@@ -345,28 +247,3 @@ def explain_predicted(run, image: torch.Tensor, settings: Settings, cache=None) 
         cache.set(pred_key, probs.tobytes())
         cache.set(cache_key(run.weights_sha256, settings, int(probs.argmax()), image_digest(image)), heat.tobytes())
     return probs, heat
-
-
-def cache_dir(directory: str | os.PathLike | None = None) -> Path:
-    """``directory``, else ``$XAI_CACHE_DIR``, else ``~/.cache/xai-dashboard/explain``; created 0700."""
-    path = Path(directory or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xai-dashboard" / "explain")
-    path = path.expanduser().resolve()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path}: cache folder belongs to another user")
-    if st.st_mode & 0o077:
-        path.chmod(0o700)  # maps reveal uploaded images: keep them private
-    return path
-
-
-@functools.lru_cache(maxsize=8)
-def _open_cache(path: str):
-    import diskcache
-
-    return diskcache.Cache(path, size_limit=256 * 2**20)
-
-
-def explain_cache(directory: str | os.PathLike | None = None):
-    """The process's diskcache for maps in :func:`cache_dir` (one handle per folder; thread- and process-safe)."""
-    return _open_cache(str(cache_dir(directory)))

@@ -20,6 +20,13 @@ def _base(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
     return fig
 
 
+def placeholder(height: int) -> dict:
+    """An empty, axis-less figure as a plain dict: for layouts, where building (and validating)
+    plotly objects would slow start-up."""
+    return {"data": [], "layout": {"height": height, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                                   "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}}
+
+
 def empty_figure(message: str, height: int = 300) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#666"))

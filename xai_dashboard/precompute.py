@@ -1,20 +1,11 @@
-"""Grad-CAM for a whole test set, computed in batches and stored beside the weights.
-
-``RUN_DIR/gradcam.npz`` (written atomically, uncompressed so it loads fast)::
-
-    pred            float16 (N, H, W)  map for the predicted class
-    true            float16 (N, H, W)  map for the true class (= pred where the prediction is right)
-    pred_index      int64   (N,)       the predicted classes the maps were made for
-    label           int64   (N,)
-    layer           str                the layer (meta.json's gradcam_layer)
-    weights_sha256  str                binds the maps to the weights: new weights -> file ignored
+"""Grad-CAM for a whole test set, computed in batches and written beside the weights
+as ``RUN_DIR/gradcam.npz`` (format and reader: :mod:`.gradcam_file`).
 
 Only mistakes need a second backward pass for the true class, so the cost is
 about one Grad-CAM per image.
 """
 from __future__ import annotations
 
-import functools
 import io
 from pathlib import Path
 from typing import Callable
@@ -23,14 +14,14 @@ import numpy as np
 import torch
 
 from trainer.rundir import atomic_write, load_run
+from trainer.sources import load_test_split
 
-from .explain import Settings, explain_image, gradcam_maps, to_input
+from .explain import explain_image, gradcam_maps, to_input
+from .explain_spec import Settings
+from .gradcam_file import FORMAT_VERSION, GRADCAM_FILE, precomputed_map
 
-GRADCAM_FILE = "gradcam.npz"
-FORMAT_VERSION = 1
 
-
-def _maps_in_batches(model, images: torch.Tensor, targets: np.ndarray, layer: str, meta: dict,
+def _maps_in_batches(model, images: np.ndarray, targets: np.ndarray, layer: str, meta: dict,
                      batch_size: int, tick: Callable[[int], None]) -> np.ndarray:
     """Grad-CAM float16 ``(M, H, W)`` for uint8 ``images`` ``(M, C, H, W)`` and class ``targets`` ``(M,)``."""
     out = np.zeros((len(images), *images.shape[2:]), dtype=np.float16)
@@ -44,7 +35,7 @@ def _maps_in_batches(model, images: torch.Tensor, targets: np.ndarray, layer: st
 
 
 def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
-                       images: torch.Tensor | None = None, labels: np.ndarray | None = None,
+                       images: np.ndarray | None = None, labels: np.ndarray | None = None,
                        progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``run_dir/gradcam.npz`` (predicted- and true-class Grad-CAM at the default layer); returns its path.
 
@@ -52,13 +43,10 @@ def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
     already holds the test set (the dashboard); otherwise it is loaded from ``data_dir``.
     ``progress(done, total)`` is called after every batch.
     """
-    from trainer.data import load_test_split
-
     run = load_run(run_dir)  # verifies weights and predictions
     meta = run.meta
     if images is None or labels is None:
-        images, label_t = load_test_split(meta["dataset"], data_dir, meta["input_size"])
-        labels = label_t.numpy()
+        images, labels = load_test_split(meta["dataset"], data_dir, meta["input_size"])
     labels = np.asarray(labels, dtype=np.int64)
     pred = run.predictions["logits"].argmax(1).astype(np.int64)
     if len(images) != len(pred) or len(labels) != len(pred):
@@ -81,7 +69,7 @@ def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
     pred_maps = _maps_in_batches(model, images, pred, layer, meta, batch_size, tick)
     true_maps = pred_maps.copy()
     if len(wrong):
-        true_maps[wrong] = _maps_in_batches(model, images[torch.as_tensor(wrong)], labels[wrong],
+        true_maps[wrong] = _maps_in_batches(model, images[wrong], labels[wrong],
                                             layer, meta, batch_size, tick)
     buf = io.BytesIO()
     np.savez(buf, pred=pred_maps, true=true_maps, pred_index=pred, label=labels, layer=np.array(layer),
@@ -89,44 +77,6 @@ def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
     path = Path(run_dir) / GRADCAM_FILE
     atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
-
-
-@functools.lru_cache(maxsize=4)
-def _read(path: str, mtime_ns: int, size: int) -> dict | None:
-    # mtime and size in the key: a rewritten file is re-read, an unchanged one is not.
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None
-
-
-def load_precomputed(run) -> dict | None:
-    """The arrays of ``gradcam.npz`` for LoadedRun ``run``, or None when absent, stale or malformed."""
-    path = Path(run.run.path) / GRADCAM_FILE
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    data = _read(str(path), st.st_mtime_ns, st.st_size)
-    n, shape = len(run.labels), tuple(run.images.shape[2:])
-    if (data is None or str(data.get("weights_sha256")) != run.weights_sha256
-            or str(data.get("layer")) != run.meta["gradcam_layer"]
-            or any(data.get(k) is None or data[k].shape != (n, *shape) for k in ("pred", "true"))):
-        return None
-    return data
-
-
-def precomputed_map(run, index: int, target: int) -> np.ndarray | None:
-    """Stored default-layer Grad-CAM float32 ``(H, W)`` of test image ``index`` for class ``target``, if any."""
-    data = load_precomputed(run)
-    if data is None:
-        return None
-    if target == int(data["pred_index"][index]):
-        return data["pred"][index].astype(np.float32)
-    if target == int(data["label"][index]):
-        return data["true"][index].astype(np.float32)
-    return None
 
 
 def test_image_map(run, index: int, target, settings: Settings, cache=None) -> np.ndarray:

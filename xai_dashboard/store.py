@@ -4,6 +4,9 @@ A :class:`RunStore` is built once per process (per gunicorn worker) and is
 read-only afterwards; per-user state lives in the page. Models are loaded
 lazily and each carries a lock, because Captum registers hooks on the shared
 module and two requests must not interleave on it.
+
+Opening runs needs numpy only: torch is first imported when a model is, so
+the error-analysis views are served before it has loaded.
 """
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from trainer.data import DatasetUnavailable, load_test_split
 from trainer.rundir import Run, RunDirError, find_runs, load_run
+from trainer.sources import DatasetUnavailable, load_test_split
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DEMO_RUN = "digits-demo"
@@ -33,12 +39,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class LoadedRun:
     """One run with everything the views need.
 
-    ``images`` uint8 ``(N, C, H, W)``, ``labels``/``preds`` int64 ``(N,)``,
+    ``images`` uint8 numpy ``(N, C, H, W)``, ``labels``/``preds`` int64 ``(N,)``,
     ``probs`` float32 ``(N, K)`` softmax of the stored logits.
     """
 
     run: Run
-    images: torch.Tensor
+    images: np.ndarray
     labels: np.ndarray
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -118,7 +124,7 @@ class RunStore:
         dirs = [Path(d) for d in run_dirs] if run_dirs else find_runs(DEFAULT_RUNS_DIR)
         runs: dict[str, LoadedRun] = {}
         skipped: dict[str, str] = {}
-        images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for d in dirs:
             try:
                 run = load_run(d)
@@ -126,7 +132,7 @@ class RunStore:
                 if key not in images:
                     images[key] = _test_split(run.meta["dataset"], data_dir, run.meta["input_size"])
                 x, y = images[key]
-                runs[_unique(run.name, runs)] = LoadedRun(run, x, y.numpy())
+                runs[_unique(run.name, runs)] = LoadedRun(run, x, y)
             except (RunDirError, DatasetUnavailable) as e:
                 skipped[Path(d).name] = str(e)
         banner = None
@@ -136,7 +142,7 @@ class RunStore:
             demo = DEFAULT_RUNS_DIR / DEMO_RUN
             run = load_run(demo)
             x, y = load_test_split(run.meta["dataset"], None, run.meta["input_size"])
-            runs[run.name] = LoadedRun(run, x, y.numpy())
+            runs[run.name] = LoadedRun(run, x, y)
             banner = (
                 "Showing the offline digits demo because no requested run could be opened. "
                 + (banner or "")
@@ -146,7 +152,7 @@ class RunStore:
         return cls(runs=runs, banner=banner, skipped=skipped)
 
 
-def _test_split(dataset: dict, data_dir: str | None, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_split(dataset: dict, data_dir: str | None, input_size: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`load_test_split`, with unreadable files (permissions, truncated or foreign npz)
     reported as :class:`DatasetUnavailable` so the run is refused instead of the app dying."""
     try:

@@ -12,7 +12,7 @@ the HTTP status the API answers with):
   Pillow's DecompressionBombWarning is raised as an error as a second line;
 * corrupt or truncated data -> 400 (Pillow raises while decoding).
 
-The decoded image then goes through :func:`trainer.preprocess.pil_to_tensor`
+The decoded image then goes through :func:`trainer.preprocess.pil_to_array`
 with the run's ``input_size``/``in_channels``: EXIF rotation, RGBA over white,
 palette, 16-bit and greyscale handling, shorter-side resize and centre crop,
 exactly as the run's own images were prepared.
@@ -25,10 +25,10 @@ import io
 import os
 import warnings
 
-import torch
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from trainer.preprocess import pil_to_tensor
+from trainer.preprocess import pil_to_array
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_BYTES_ENV = "XAI_MAX_UPLOAD_MB"
@@ -120,11 +120,11 @@ def _fmt(data: bytes) -> str:
 
 
 def decode_image(data: bytes, meta: dict, *, max_bytes: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Bytes -> uint8 ``(in_channels, input_size, input_size)`` preprocessed like the run's images."""
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes -> uint8 numpy ``(in_channels, input_size, input_size)`` preprocessed like the run's images."""
     img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     try:
-        return pil_to_tensor(img, int(meta["input_size"]), int(meta["in_channels"]))
+        return pil_to_array(img, int(meta["input_size"]), int(meta["in_channels"]))
     except (OSError, ValueError) as e:  # exotic modes Pillow cannot convert
         raise UploadError(f"cannot convert this {img.format} image ({img.mode}): {e}", 400) from None
     finally:

@@ -7,10 +7,11 @@ import numpy as np
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures
+from .. import analysis, figures, summaries
 from . import gallery_item
 
 TITLE = "Compare runs"
+TAB = "compare"  # this view's tab value: its name in views.VIEWS
 SHOWN = analysis.PAGE_SIZE
 _GRAPH = {"displayModeBar": False}
 SETS = (("fixed", "Errors fixed by B", "A wrong, B right"),
@@ -79,7 +80,7 @@ def register_callbacks(app, store) -> None:
     # figures, which a page load should not pay while the tab is hidden.
     @app.callback(*outputs, Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"))
     def update_comparison(a, b, tab):
-        if tab != "compare":
+        if tab != TAB:
             raise PreventUpdate
         if not a or not b or b not in store.comparable(a):
             msg = "Load a second run evaluated on the same test images to compare (e.g. xai-dashboard RUN_A RUN_B)."
@@ -88,7 +89,7 @@ def register_callbacks(app, store) -> None:
         ra, rb = store.get(a), store.get(b)
         pa, pb = analysis.predictions_of(ra), analysis.predictions_of(rb)
         names = ra.class_names
-        sa, sb = analysis.summary(pa, tuple(names)), analysis.summary(pb, tuple(names))
+        sa, sb = summaries.summary_of(ra), summaries.summary_of(rb)
         sets = analysis.compare(pa, pb)
         acc_a = [r["recall"] for r in sa.per_class]
         acc_b = [r["recall"] for r in sb.per_class]

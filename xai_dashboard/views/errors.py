@@ -10,14 +10,13 @@ from __future__ import annotations
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures
+from .. import analysis, figures, summaries
 from ..images import DETAIL_SIZE, image_url
 from . import prediction_items
 
 TITLE = "Confusion & gallery"
-# A plain dict, not go.Figure: building plotly objects at layout time slows start-up.
-_BLANK = {"data": [], "layout": {"height": 260, "xaxis": {"visible": False}, "yaxis": {"visible": False},
-                                 "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}}
+TAB = "errors"  # this view's tab value: its name in views.VIEWS
+_BLANK = figures.placeholder(260)
 
 
 def layout(store) -> html.Div:
@@ -146,11 +145,16 @@ def _pair_buttons(summary, class_names: list[str]) -> list:
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
 
+    # The matrix and the gallery are gated on the active tab ("view-tabs" in app.py): every
+    # tab's callbacks fire on page load, and a hidden heatmap plus 48 thumbnails would delay
+    # the overview the user is looking at.
     @app.callback(Output("confusion-matrix", "figure"), Output("confused-pairs", "children"),
-                  Input("run-select", "value"), Input("cm-mode", "value"))
-    def update_matrix(run_name, mode):
+                  Input("run-select", "value"), Input("cm-mode", "value"), Input("view-tabs", "value"))
+    def update_matrix(run_name, mode, tab):
+        if tab != TAB:
+            raise PreventUpdate
         run = store.get(run_name)
-        s = analysis.summary(analysis.predictions_of(run), tuple(run.class_names))
+        s = summaries.summary_of(run)
         return figures.confusion_figure(s.cm, run.class_names, normalised=mode == "row"), \
             _pair_buttons(s, run.class_names)
 
@@ -159,10 +163,12 @@ def register_callbacks(app, store) -> None:
         Output("gallery-selection", "data"), Output("gallery-page", "data"), Output("gallery-page-label", "children"),
         Input("confusion-matrix", "clickData"), Input({"type": "pair", "cells": ALL}, "n_clicks"),
         Input("run-select", "value"), Input("gallery-sort", "value"),
-        Input("gallery-prev", "n_clicks"), Input("gallery-next", "n_clicks"),
+        Input("gallery-prev", "n_clicks"), Input("gallery-next", "n_clicks"), Input("view-tabs", "value"),
         State("gallery-selection", "data"), State("gallery-page", "data"),
     )
-    def update_gallery(click, _pairs, run_name, sort_by, _prev, _next, selection, page):
+    def update_gallery(click, _pairs, run_name, sort_by, _prev, _next, tab, selection, page):
+        if tab != TAB:
+            raise PreventUpdate
         trigger, pair_key = ctx.triggered_id, None
         if isinstance(trigger, dict):
             # New pair buttons (after a run switch) fire this with n_clicks 0: not a click.

@@ -14,13 +14,15 @@ import time
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from .. import explain, uploads
-from ..figures import empty_figure
+from .. import explain_spec, uploads
+from ..figures import empty_figure, placeholder
 from ..images import DETAIL_SIZE
-from .explain_model import Controls, build_feature_view, build_panel, probabilities_figure, \
-    source_for_run, upload_to_source
+from .explain_model import (
+    Controls, build_feature_view, build_panel, probabilities_figure, source_for_run, upload_to_source,
+)
 
 TITLE = "Explanations"
+TAB = "explain"  # this view's tab value: its name in views.VIEWS
 _GRAPH = {"displayModeBar": False}
 _IMG = {"imageRendering": "pixelated", "border": "1px solid #e4e7eb", "borderRadius": "4px"}
 
@@ -31,7 +33,7 @@ def _field(label: str, component, width: str = "190px") -> html.Label:
 
 
 def _method_options() -> list[dict]:
-    return [{"label": v, "value": k} for k, v in explain.METHODS.items()]
+    return [{"label": v, "value": k} for k, v in explain_spec.METHODS.items()]
 
 
 # dcc.Upload drops files over max_size or outside accept without telling the server, so
@@ -78,7 +80,7 @@ def layout(store) -> html.Div:
     limit = uploads.max_upload_bytes()
     return html.Div(className="view explain-view", children=[
         dcc.Store(id="xp-image", data={"kind": "test", "run": run.name, "index": 0}),
-        dcc.Store(id="xp-upload-limit", data=limit), dcc.Store(id="xp-upload-guard"),
+        dcc.Store(id="xp-upload-limit", data=limit), dcc.Store(id="xp-upload-guard"), dcc.Store(id="xp-warm"),
         html.Div(className="row", children=[
             html.Div(className="card", style={"flex": "1 1 330px"}, children=[
                 html.H3("Image"),
@@ -94,7 +96,7 @@ def layout(store) -> html.Div:
                 html.Div(id="xp-source-label", className="hint", style={"margin": "8px 0 4px"}),
                 html.Img(id="xp-input-image", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="input image", style=_IMG),
                 html.H3(id="prediction-label", style={"margin": "10px 0 0"}),
-                dcc.Graph(id="xp-probs", config=_GRAPH, figure=empty_figure("", height=260)),
+                dcc.Graph(id="xp-probs", config=_GRAPH, figure=placeholder(260)),
             ]),
             html.Div(className="card", style={"flex": "2 1 560px"}, children=[
                 html.H3("Why this prediction"),
@@ -160,7 +162,7 @@ def detail_children() -> list:
 
 
 def register_callbacks(app, store) -> None:
-    cache = lambda: explain.explain_cache()  # noqa: E731 - opened lazily, once per worker process
+    cache = lambda: explain_spec.explain_cache()  # noqa: E731 - opened lazily, once per worker process
     app.clientside_callback(_UPLOAD_GUARD_JS, Output("xp-upload-guard", "data"), Input("xp-upload-limit", "data"))
 
     @app.callback(Output("xp-target", "options"), Output("xp-cam-layer", "options"),
@@ -169,7 +171,7 @@ def register_callbacks(app, store) -> None:
     def on_run(run_name):
         run = store.get(run_name)
         cam = [{"label": o["label"], "value": o["value"]} for o in layer_options(run.meta)
-               if o["value"] in explain.spatial_layers(run.meta)]
+               if o["value"] in explain_spec.spatial_layers(run.meta)]
         return (target_options(run.class_names), cam, run.meta["gradcam_layer"], layer_options(run.meta),
                 run.meta["gradcam_layer"], len(run.labels) - 1)
 
@@ -200,8 +202,10 @@ def register_callbacks(app, store) -> None:
                   Output("xp-contrast", "children"),
                   Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
                   Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("xp-ig-steps", "value"),
-                  Input("xp-occ-window", "value"), Input("xp-occ-stride", "value"))
-    def render(source, method, target, layer, opacity, steps, window, stride):
+                  Input("xp-occ-window", "value"), Input("xp-occ-stride", "value"), Input("view-tabs", "value"))
+    def render(source, method, target, layer, opacity, steps, window, stride, tab):
+        if tab != TAB:  # every tab's callbacks fire on page load; this one would load torch and a model
+            raise PreventUpdate
         controls = Controls(method or "gradcam", target or "pred", layer, opacity if opacity is not None else 0.5,
                             steps or 32, window or 8, stride or 4)
         panel = build_panel(store, source, controls, cache())
@@ -214,14 +218,27 @@ def register_callbacks(app, store) -> None:
                 panel.overlay_src, panel.input_src, panel.description, "", tiles)
 
     @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
-                  Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"))
-    def feature_maps(source, layer, show_all):
+                  Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"),
+                  Input("view-tabs", "value"))
+    def feature_maps(source, layer, show_all, tab):
+        if tab != TAB:
+            raise PreventUpdate
         try:
             view = build_feature_view(store, source, layer, "all" in (show_all or []))
         except (KeyError, ValueError, TypeError) as e:
             blank = empty_figure(str(e.args[0]) if e.args else str(e), height=200)
             return blank, blank, blank
         return view.grid, view.contrib, view.filters or empty_figure("no convolution in this model", height=120)
+
+    # torch, Captum and a model take ~2.5 s to load and nothing loads them at start-up; begin
+    # once the overview is on screen (its cards just rendered), not while the page still loads.
+    @app.callback(Output("xp-warm", "data"), Input("overview-cards", "children"), State("run-select", "value"),
+                  prevent_initial_call=True)
+    def warm_model(_cards, run_name):
+        from .. import explain
+
+        explain.warm(store.get(run_name))
+        raise PreventUpdate
 
     @app.callback(Output("detail-explain", "children"), Input("selected-image", "data"))
     def detail(selected):
@@ -244,7 +261,7 @@ def register_callbacks(app, store) -> None:
         if contrast:
             caption, src = panel.contrast[2]
             return src, caption
-        return panel.overlay_src, f"{explain.METHODS[method or 'gradcam']} for the {target} class"
+        return panel.overlay_src, f"{explain_spec.METHODS[method or 'gradcam']} for the {target} class"
 
     _register_precompute(app, store)
 
@@ -254,7 +271,7 @@ def _register_precompute(app, store) -> None:
     import diskcache
     from dash import DiskcacheManager
 
-    manager = DiskcacheManager(diskcache.Cache(str(explain.cache_dir() / "jobs")))
+    manager = DiskcacheManager(diskcache.Cache(str(explain_spec.cache_dir() / "jobs")))
 
     @app.callback(Output("xp-precompute-status", "children"), Input("xp-precompute", "n_clicks"),
                   State("run-select", "value"), background=True, manager=manager, prevent_initial_call=True,

@@ -5,6 +5,10 @@ A *source* is the image being explained, kept in the page (``dcc.Store``):
 * ``{"kind": "test", "run": name, "index": i}``: a test image of a loaded run;
 * ``{"kind": "upload", "run": name, "name": filename, "shape": [C, H, W], "pixels": base64}``:
   an upload already decoded and preprocessed for that run (a few KB, not the file).
+
+The torch-backed modules (:mod:`..explain`, :mod:`..featuremaps`, :mod:`..precompute`)
+are imported by the functions that run a model, not at module level: the
+dashboard then serves its first page ~2 s sooner, before torch has loaded.
 """
 from __future__ import annotations
 
@@ -13,11 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
-from .. import explain, featuremaps, uploads
+from .. import uploads
+from ..explain_spec import Settings, layer_shape, parse_target
 from ..overlay import data_url, image_png, overlay_png
-from ..precompute import test_image_map
 
 
 @dataclass
@@ -30,8 +33,8 @@ class Controls:
     window: int = 8
     stride: int = 4
 
-    def settings(self) -> explain.Settings:
-        return explain.Settings(method=self.method, layer=self.layer or None, ig_steps=int(self.ig_steps),
+    def settings(self) -> Settings:
+        return Settings(method=self.method, layer=self.layer or None, ig_steps=int(self.ig_steps),
                                 window=int(self.window), stride=int(self.stride))
 
 
@@ -60,7 +63,7 @@ def upload_to_source(contents: str | None, filename: str | None, run, max_bytes:
     except uploads.UploadError as e:
         return None, f"{name}: {e}"
     return {"kind": "upload", "run": run.name, "name": name, "shape": list(image.shape),
-            "pixels": base64.b64encode(image.numpy().tobytes()).decode("ascii")}, ""
+            "pixels": base64.b64encode(image.tobytes()).decode("ascii")}, ""
 
 
 def source_for_run(source: dict | None, run) -> dict:
@@ -74,7 +77,7 @@ def source_for_run(source: dict | None, run) -> dict:
     return {"kind": "test", "run": run.name, "index": min(max(index, 0), n - 1)}
 
 
-def source_image(store, source: dict) -> tuple[object, torch.Tensor, int | None, str]:
+def source_image(store, source: dict) -> tuple[object, np.ndarray, int | None, str]:
     """``(LoadedRun, uint8 image (C, H, W), test index or None, description)``; KeyError/ValueError if invalid."""
     run = store.get(source["run"])
     if source["kind"] == "upload":
@@ -82,7 +85,8 @@ def source_image(store, source: dict) -> tuple[object, torch.Tensor, int | None,
         if shape != tuple(run.images.shape[1:]):
             raise ValueError(f"this upload was prepared for {shape}, the run expects {tuple(run.images.shape[1:])}")
         pixels = np.frombuffer(base64.b64decode(source["pixels"]), dtype=np.uint8).reshape(shape)
-        return run, torch.from_numpy(pixels.copy()), None, f"Upload: {source.get('name', '')}"
+        # a copy: frombuffer is read-only, and torch.as_tensor warns on read-only arrays
+        return run, pixels.copy(), None, f"Upload: {source.get('name', '')}"
     index = int(source["index"])
     if not 0 <= index < len(run.labels):
         raise ValueError(f"test image #{index} is outside 0-{len(run.labels) - 1}")
@@ -90,8 +94,11 @@ def source_image(store, source: dict) -> tuple[object, torch.Tensor, int | None,
     return run, run.images[index], index, f"Test image #{index} (true class: {names[int(run.labels[index])]})"
 
 
-def heatmap(run, image, index: int | None, target, settings: explain.Settings, cache) -> np.ndarray:
+def heatmap(run, image, index: int | None, target, settings: Settings, cache) -> np.ndarray:
     """Test images go through gradcam.npz when it has the answer; uploads are computed (and cached)."""
+    from .. import explain
+    from ..precompute import test_image_map
+
     if index is not None:
         return test_image_map(run, index, target, settings, cache)
     return explain.explain_image(run, image, target, settings, cache)
@@ -99,6 +106,8 @@ def heatmap(run, image, index: int | None, target, settings: explain.Settings, c
 
 def build_panel(store, source: dict | None, controls: Controls, cache=None, contrast: bool = True) -> Panel:
     """The prediction, overlay and (with ``contrast``) the three contrast maps for ``source``."""
+    from .. import explain
+
     if not source:
         return Panel(error="Choose a test image or upload one.")
     try:
@@ -112,7 +121,7 @@ def build_panel(store, source: dict | None, controls: Controls, cache=None, cont
             probs = explain.predict(run, image, cache)
         pred = int(np.argmax(probs))
         true = int(run.labels[index]) if index is not None else None
-        target = explain.parse_target(controls.target, run.class_names, pred, true)
+        target = parse_target(controls.target, run.class_names, pred, true)
         maps = lambda t: heatmap(run, image, index, t, settings, cache)  # noqa: E731
         alpha = float(controls.opacity)
         names = run.class_names
@@ -152,9 +161,11 @@ class FeatureView:
 
 def build_feature_view(store, source: dict, layer: str | None, show_all: bool) -> FeatureView:
     """Channels of ``layer`` (top 16 by mean activation, or all), their contributions, first-conv filters."""
+    from .. import explain, featuremaps
+
     run, image, _index, _ = source_image(store, source)
     layer = layer or run.meta["gradcam_layer"]
-    explain.layer_shape(run.meta, layer)  # unknown layer -> ExplainError
+    layer_shape(run.meta, layer)  # unknown layer -> ExplainError
     with run.lock:
         model = explain.shared_model(run)
         probe = featuremaps.probe_layer(model, explain.to_input(image, run.meta), layer)

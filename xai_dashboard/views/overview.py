@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 from dash import Input, Output, dash_table, dcc, html
 
-from .. import analysis, figures
+from .. import analysis, figures, summaries
 
 TITLE = "Overview"
 _GRAPH = {"displayModeBar": False}
@@ -83,13 +84,14 @@ def timing_rows(meta: dict) -> list[tuple[str, str]]:
 
 
 @lru_cache(maxsize=16)
-def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_json: str) -> tuple[dict, ...]:
+def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_json: str, run_dir: Path
+                     ) -> tuple[dict, ...]:
     """The five overview figures as plain dicts, memoised by content (predictions, classes, history).
 
     Dicts rather than ``go.Figure``: a cached dict is serialised for each page load
     without re-validating anything.
     """
-    s = analysis.summary(p, names)
+    s = summaries.summary(p, names, run_dir)
     return tuple(f.to_dict() for f in (
         figures.class_metrics_figure(s.per_class), figures.history_figure(json.loads(history_json)),
         figures.roc_figure(s.curves, list(names)), figures.pr_figure(s.curves, list(names)),
@@ -98,7 +100,8 @@ def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_js
 
 
 def _figures_of(run) -> tuple[dict, ...]:
-    return overview_figures(analysis.predictions_of(run), tuple(run.class_names), json.dumps(run.run.history))
+    return overview_figures(analysis.predictions_of(run), tuple(run.class_names), json.dumps(run.run.history),
+                            Path(run.run.path))
 
 
 def warm_up(store) -> None:
@@ -116,7 +119,7 @@ def register_callbacks(app, store) -> None:
     def update_overview(run_name):
         run = store.get(run_name)
         names = run.class_names
-        s = analysis.summary(analysis.predictions_of(run), tuple(names))
+        s = summaries.summary_of(run)
         meta = run.meta
         info = (f"{run.name}: {meta['arch']} on {meta['dataset']['name']} "
                 f"({meta['dataset']['num_test']:,} test images, {len(names)} classes"
