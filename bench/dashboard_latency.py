@@ -229,7 +229,7 @@ def bench_browser(run_dirs, data_dir, port: int, clicks: int, launches: int = 3)
     url = f"http://127.0.0.1:{port}/"
     out, proc = {}, None
     scenarios = (  # (label, summary key, fresh analysis cache?, empty the browser's HTTP cache?)
-        ("first launch: empty analysis + browser caches", "startup_first", True, True),
+        ("first launch: empty user cache + browser cache", "startup_first", True, True),
         ("relaunch, new browser (empty HTTP cache)", "startup_new_browser", False, True),
         ("relaunch, returning browser (cached JS)", "startup_warm", False, False),
     )

@@ -83,6 +83,26 @@ def test_page_loads_without_console_errors(dash_duo, cifar_store):
     assert _severe(dash_duo) == []
 
 
+def test_charts_use_the_fetched_cartesian_plotly_bundle(dash_duo, cifar_store):
+    """With ``make setup``'s bundle in place, every chart draws with it and Dash's full plotly.js
+    is never downloaded; without it (offline setup) the full bundle must still be used."""
+    from xai_dashboard import vendor
+
+    dash_duo.start_server(create_app(store=cifar_store))
+    _wait(dash_duo, lambda d: d.find_elements(By.CSS_SELECTOR, "#roc-graph .js-plotly-plot .scatterlayer .trace"),
+          "ROC curves never drew")
+    _open_tab(dash_duo, "Confusion & gallery")
+    _wait(dash_duo, lambda d: _matrix_x(dash_duo), "confusion matrix never drew")
+    scripts = dash_duo.driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('plotly'))")
+    version = dash_duo.driver.execute_script("return window.Plotly.version")
+    assert version == vendor.plotlyjs_version()
+    fetched = vendor.bundle_path().is_file()
+    assert any(vendor.PREFIX in s for s in scripts) == fetched
+    assert any(s.split("?")[0].endswith("/plotly.min.js") for s in scripts) != fetched
+    assert _severe(dash_duo) == []
+
+
 def test_cat_dog_cell_shows_exactly_that_cells_images(dash_duo, cifar_store):
     run = _cifar_run(cifar_store)
     names = run.class_names

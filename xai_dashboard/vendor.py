@@ -86,9 +86,15 @@ def fetch(version: str | None = None, registry: str = REGISTRY, timeout: float =
     return target
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m xai_dashboard.vendor", description=__doc__.splitlines()[0])
+    p.add_argument("--registry", default=REGISTRY, help="npm registry or mirror (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    args = p.parse_args(argv)
     try:
-        path = fetch()
+        path = fetch(registry=args.registry.rstrip("/"), timeout=args.timeout)
     except Exception as e:  # offline, registry down, unexpected layout: all only cost speed
         print(f"xai-dashboard: note: the plotly.js cartesian bundle could not be fetched ({type(e).__name__}: "
               f"{e}); the dashboard will use Dash's full plotly.js, which only makes a first page load slower.",
