@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from trainer.rundir import RunDirError, find_runs, load_run  # noqa: E402
 from xai_dashboard import analysis  # noqa: E402
 
+TAB_XPATH = "//*[contains(@class,'tab') and normalize-space()='{}']"
 CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--no-first-run", "--window-size=1400,1600")
@@ -195,6 +196,20 @@ def page_usable_after(driver, url: str, t0: float, timeout: float = 300) -> floa
     raise TimeoutError("page never became usable")
 
 
+def first_gradcam_after(driver, timeout: float = 60) -> float:
+    """Seconds from opening the gallery tab to the first thumbnail's Grad-CAM being shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    t0 = time.perf_counter()
+    driver.find_element(By.XPATH, TAB_XPATH.format("Confusion & gallery")).click()
+    wait = WebDriverWait(driver, timeout)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item"))[0].click()
+    wait.until(lambda d: (d.find_elements(By.ID, "xp-detail-overlay") or [None])[0] is not None
+               and (d.find_element(By.ID, "xp-detail-overlay").get_attribute("src") or "").startswith("data:image"))
+    return time.perf_counter() - t0
+
+
 def wait_until_idle(pid: int, timeout: float = 60.0) -> float:
     """Seconds until process ``pid`` has used < 2% of a core over 1 s, e.g. after the
     background model load that follows the first page."""
@@ -258,6 +273,10 @@ def bench_browser(run_dirs, data_dir, port: int, clicks: int, launches: int = 3)
                 print(f"  {label:<48} {wall:6.2f} s wall   {cpu:5.2f} s server CPU"
                       f"   (each: {', '.join(f'{w:.2f}' for w in walls)} s)")
                 out[f"{key}_s"], out[f"{key}_cpu_s"] = wall, cpu
+            out["first_gradcam_s"] = first_gradcam_after(driver)
+            print(f"  first Grad-CAM, asked for the moment the page was usable (gallery tab, first\n"
+                  f"  thumbnail, overlay drawn; torch and the model load on first use): "
+                  f"{out['first_gradcam_s']:.2f} s")
             driver.get("about:blank")
             driver.get_log("browser")  # drop start-up noise (requests cut off by the restart)
             store = RunStore.from_dirs(run_dirs, data_dir)  # same data as the server, to know the answers
@@ -271,8 +290,7 @@ def bench_browser(run_dirs, data_dir, port: int, clicks: int, launches: int = 3)
             # Clicks measure the steady state: the page loads torch and the model in the
             # background once the overview is up (~2.5 s of CPU), and a click during that is slower.
             print(f"\n  (server idle {wait_until_idle(proc.pid):.1f} s after the page was usable)")
-            tab = "//*[contains(@class,'tab') and normalize-space()='Confusion & gallery']"
-            driver.find_element(By.XPATH, tab).click()
+            driver.find_element(By.XPATH, TAB_XPATH.format("Confusion & gallery")).click()
             for _ in range(600):
                 if driver.execute_script("const g=document.querySelector('#confusion-matrix .js-plotly-plot');"
                                          "return !!(g && g.data && g.data.length)"):

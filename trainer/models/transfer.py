@@ -22,11 +22,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from typing import TYPE_CHECKING
+
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from trainer.models.registry import ZooModel, register_model
+
+if TYPE_CHECKING:
+    import torchvision.models as tvm
 
 __all__ = ["MobileNetV3Small", "EfficientNetB0", "ResNet50", "PretrainedWeightsError"]
 
@@ -55,13 +59,17 @@ def _download_state_dict(weights: tvm.WeightsEnum) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def _build_backbone(builder, weights: tvm.WeightsEnum, pretrained: bool) -> nn.Module:
-    """Build a torchvision model, optionally with its ImageNet weights loaded."""
-    net = builder(weights=None)
+def _build_backbone(builder: str, weights: str, pretrained: bool) -> nn.Module:
+    """``torchvision.models.<builder>``, optionally with ``<weights>.DEFAULT`` (ImageNet) loaded."""
+    # Imported here, not at module level: torchvision.models takes ~1.8 s to import, and
+    # registering the zoo (e.g. to load a run of any other model) must not pay for it.
+    import torchvision.models as tvm
+
+    net = getattr(tvm, builder)(weights=None)
     if pretrained:
         # Built without weights and loaded here so the download goes through
         # our error handling rather than torchvision's internal loader.
-        net.load_state_dict(_download_state_dict(weights))
+        net.load_state_dict(_download_state_dict(getattr(tvm, weights).DEFAULT))
     for m in net.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
@@ -131,7 +139,7 @@ class MobileNetV3Small(_TransferModel):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, pretrained: bool = False) -> None:
         super().__init__()
-        net = _build_backbone(tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.DEFAULT, pretrained)
+        net = _build_backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights", pretrained)
         net.features[0][0] = _adapt_first_conv(net.features[0][0], in_channels, pretrained)
         self.features = net.features
         self.pool = net.avgpool
@@ -164,7 +172,7 @@ class EfficientNetB0(_TransferModel):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, pretrained: bool = False) -> None:
         super().__init__()
-        net = _build_backbone(tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights.DEFAULT, pretrained)
+        net = _build_backbone("efficientnet_b0", "EfficientNet_B0_Weights", pretrained)
         net.features[0][0] = _adapt_first_conv(net.features[0][0], in_channels, pretrained)
         self.features = net.features
         self.pool = net.avgpool
@@ -197,7 +205,7 @@ class ResNet50(_TransferModel):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, pretrained: bool = False) -> None:
         super().__init__()
-        net = _build_backbone(tvm.resnet50, tvm.ResNet50_Weights.DEFAULT, pretrained)
+        net = _build_backbone("resnet50", "ResNet50_Weights", pretrained)
         self.stem = nn.Sequential(OrderedDict(
             conv=_adapt_first_conv(net.conv1, in_channels, pretrained),
             bn=net.bn1,
