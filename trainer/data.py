@@ -1,9 +1,8 @@
 """The training data as tensors: datasets, splits and normalisation statistics.
 
-:mod:`trainer.sources` reads the files into numpy; here they become uint8
-tensors ``(N, C, H, W)`` (sharing the arrays' memory) held in memory, so
-augmentation runs on whole batches on the training device instead of
-per-image PIL transforms.
+:mod:`trainer.sources` reads the files into numpy; here they become contiguous
+uint8 tensors ``(N, C, H, W)`` held in memory, so augmentation runs on whole
+batches on the training device instead of per-image PIL transforms.
 """
 from __future__ import annotations
 
