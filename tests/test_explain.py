@@ -335,6 +335,10 @@ def test_precompute_matches_live_maps_and_is_bound_to_weights(demo_store, tmp_pa
     assert gradcam_file.precomputed_map(local, i, int(run.labels[i])) is not None
     other = next(c for c in range(10) if c not in (int(run.labels[i]), int(run.preds[i])))
     assert gradcam_file.precomputed_map(local, i, other) is None  # not stored: computed live instead
+    np.savez(path, **{**data, "version": np.array(gradcam_file.FORMAT_VERSION + 1)})  # a future format
+    assert gradcam_file.load_precomputed(local) is None
+    np.savez(path, **data)
+    assert gradcam_file.load_precomputed(local) is not None
     local.run.meta = {**run.meta, "weights_sha256": "f" * 64}  # a new checkpoint: the file is stale
     assert gradcam_file.load_precomputed(local) is None
 

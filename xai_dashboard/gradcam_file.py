@@ -8,6 +8,7 @@
     label           int64   (N,)
     layer           str                the layer (meta.json's gradcam_layer)
     weights_sha256  str                binds the maps to the weights: new weights -> file ignored
+    version         int                FORMAT_VERSION: a file of another format is ignored
 
 :mod:`.precompute` writes it (torch); reading needs only numpy, so the API and
 the views check for it without loading a model.
@@ -42,7 +43,8 @@ def load_precomputed(run) -> dict | None:
         return None
     data = _read(str(path), st.st_mtime_ns, st.st_size)
     n, shape = len(run.labels), tuple(run.images.shape[2:])
-    if (data is None or str(data.get("weights_sha256")) != run.weights_sha256
+    if (data is None or data.get("version") is None or int(data["version"]) != FORMAT_VERSION
+            or str(data.get("weights_sha256")) != run.weights_sha256
             or str(data.get("layer")) != run.meta["gradcam_layer"]
             or any(data.get(k) is None or data[k].shape != (n, *shape) for k in ("pred", "true"))):
         return None

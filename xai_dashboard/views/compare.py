@@ -11,7 +11,7 @@ from .. import analysis, figures, summaries
 from . import gallery_item
 
 TITLE = "Compare runs"
-TAB = "compare"  # this view's tab value: its name in views.VIEWS
+TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
 SHOWN = analysis.PAGE_SIZE
 _GRAPH = {"displayModeBar": False}
 SETS = (("fixed", "Errors fixed by B", "A wrong, B right"),

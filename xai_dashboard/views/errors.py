@@ -15,7 +15,7 @@ from ..images import DETAIL_SIZE, image_url
 from . import prediction_items
 
 TITLE = "Confusion & gallery"
-TAB = "errors"  # this view's tab value: its name in views.VIEWS
+TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
 _BLANK = figures.placeholder(260)
 
 

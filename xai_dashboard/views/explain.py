@@ -22,7 +22,7 @@ from .explain_model import (
 )
 
 TITLE = "Explanations"
-TAB = "explain"  # this view's tab value: its name in views.VIEWS
+TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
 _GRAPH = {"displayModeBar": False}
 _IMG = {"imageRendering": "pixelated", "border": "1px solid #e4e7eb", "borderRadius": "4px"}
 
