@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import CHECKPOINTS
+from tests.conftest import CHECKPOINTS, ROOT
 from trainer import rundir
+from trainer.meta_schema import MODEL_NAMES, RunMeta
 from trainer.rundir import RunDirError, load_run
 
 
@@ -98,3 +101,66 @@ def test_find_runs_lists_shipped_runs():
     found = {p.name for p in rundir.find_runs(CHECKPOINTS)}
     assert "digits-demo" in found
     assert np.all([(p / "meta.json").is_file() for p in rundir.find_runs(CHECKPOINTS)])
+
+
+@pytest.mark.parametrize("run_dir", rundir.find_runs(CHECKPOINTS), ids=lambda p: p.name)
+def test_shipped_runs_load_unchanged(run_dir):
+    """Validation normalises, but a valid file must read back exactly as written."""
+    run = load_run(run_dir, check_predictions=False)
+    assert run.meta == json.loads((run_dir / "meta.json").read_text())
+    assert run.history == json.loads((run_dir / "history.json").read_text())
+    assert isinstance(run.spec, RunMeta) and run.spec.dataset.num_test == run.meta["dataset"]["num_test"]
+
+
+def test_model_names_table_matches_the_registry():
+    """meta_schema keeps the names torch-free; a model added to the zoo must be added there too."""
+    from trainer.models import list_models
+
+    assert MODEL_NAMES == set(list_models())
+
+
+def test_unknown_fields_are_kept_and_missing_optional_ones_filled(run_copy):
+    meta = json.loads((run_copy / "meta.json").read_text())
+    meta["written_by_a_newer_trainer"] = {"x": [1, 2]}
+    meta["dataset"]["licence"] = "BSD"
+    del meta["dataset"]["spec"]  # runs from before spec existed re-read the dataset by name
+    (run_copy / "meta.json").write_text(json.dumps(meta))
+    run = load_run(run_copy)
+    assert run.meta["written_by_a_newer_trainer"] == {"x": [1, 2]} and run.meta["dataset"]["licence"] == "BSD"
+    assert run.meta["dataset"]["spec"] == "digits" == run.spec.dataset.spec
+
+
+def test_error_names_file_field_and_value_on_one_line(run_copy):
+    _edit_meta(run_copy, std=["x"])
+    with pytest.raises(RunDirError) as e:
+        load_run(run_copy)
+    assert str(e.value) == f"{run_copy / 'meta.json'}: std.0: Input should be a valid number (got 'x')"
+
+
+def test_diverged_history_is_still_a_history(run_copy):
+    (run_copy / "history.json").write_text('[{"epoch": 1, "train_loss": NaN, "lr": 0}]')
+    assert load_run(run_copy).history[0]["lr"] == 0
+
+
+def test_symlink_inside_the_run_directory_is_followed(run_copy):
+    (run_copy / "blobs").mkdir()
+    (run_copy / "predictions.npz").rename(run_copy / "blobs" / "p.npz")
+    (run_copy / "predictions.npz").symlink_to(run_copy / "blobs" / "p.npz")
+    assert len(load_run(run_copy).predictions["label"]) == 360
+
+
+def test_arch_kwargs_the_model_does_not_take_are_a_run_error(run_copy):
+    _edit_meta(run_copy, arch_kwargs={"bogus": 1})
+    run = load_run(run_copy)  # well-formed: only the builder can tell
+    with pytest.raises(RunDirError, match="arch_kwargs do not fit 'lenet5'"):
+        run.load_model()
+
+
+def test_opening_and_validating_a_run_imports_no_torch():
+    """The schema, the arch check and the safetensors header check all run before torch is loaded."""
+    probe = ("import sys; from trainer.rundir import load_run; load_run(sys.argv[1]); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'captum'}))")
+    out = subprocess.run([sys.executable, "-c", probe, str(CHECKPOINTS / "digits-demo")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

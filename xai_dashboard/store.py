@@ -10,6 +10,8 @@ the error-analysis views are served before it has loaded.
 """
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.rundir import Run, RunDirError, find_runs, load_run
+from trainer.rundir import HISTORY, META, PREDICTIONS, WEIGHTS, Run, RunDirError, find_runs, load_run
 from trainer.sources import DatasetUnavailable, load_test_split
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DEMO_RUN = "digits-demo"
+log = logging.getLogger(__name__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -86,11 +89,23 @@ class LoadedRun:
             return self._model
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Runs refused for the same reason: one short sentence (which runs, what is wrong, the fix)
+    for the banner, and each run's full reason for the folded details."""
+
+    runs: tuple[str, ...]
+    sentence: str
+    details: tuple[str, ...]  # the full reason of each run, in the order of ``runs``
+
+
 @dataclass
 class RunStore:
     runs: dict[str, LoadedRun]
-    banner: str | None = None      # shown on every page, e.g. why the demo run was opened instead
-    skipped: dict[str, str] = field(default_factory=dict)  # run name -> reason it was refused
+    banner: str | None = None      # plain text shown on every page (and printed by the CLI)
+    skipped: dict[str, str] = field(default_factory=dict)  # run name -> full reason it was refused
+    problems: list[Problem] = field(default_factory=list)  # ``skipped`` grouped by reason
+    note: str | None = None        # said before the problems, e.g. that the demo opened instead
 
     @property
     def names(self) -> list[str]:
@@ -117,39 +132,98 @@ class RunStore:
     def from_dirs(cls, run_dirs: list[str | Path] | None = None, data_dir: str | None = None) -> "RunStore":
         """Load runs (default: every run under ``checkpoints/``), sharing test images per dataset.
 
-        A run whose dataset cannot be found or whose fingerprint differs is
-        skipped with its reason; when nothing loads, the bundled digits demo
-        opens with a banner that says why.
+        A run that cannot be opened (invalid files, dataset missing or different)
+        is skipped with its reason; one bad run never stops the others. When
+        nothing loads, the bundled digits demo opens with a banner that says why.
         """
         dirs = [Path(d) for d in run_dirs] if run_dirs else find_runs(DEFAULT_RUNS_DIR)
         runs: dict[str, LoadedRun] = {}
         skipped: dict[str, str] = {}
-        images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        sentences: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (what, fix) -> [(run, reason)]
+        images: dict[str, tuple[np.ndarray, np.ndarray] | DatasetUnavailable] = {}
         for d in dirs:
+            run = None
             try:
                 run = load_run(d)
-                key = run.meta["dataset"]["fingerprint"]
-                if key not in images:
-                    images[key] = _test_split(run.meta["dataset"], data_dir, run.meta["input_size"])
-                x, y = images[key]
+                x, y = _shared_test_split(run, data_dir, images)
                 runs[_unique(run.name, runs)] = LoadedRun(run, x, y)
+                continue
             except (RunDirError, DatasetUnavailable) as e:
-                skipped[Path(d).name] = str(e)
-        banner = None
-        if skipped:
-            banner = "Some runs could not be opened: " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
+                reason, problem = str(e), _problem(e, d, run)
+            except Exception as e:  # unforeseen: logged with its traceback, but one run must not stop the rest
+                log.exception("unexpected error opening %s", d)
+                reason, problem = f"{d}: {type(e).__name__}: {e}", _problem(e, d, run)
+            name = _unique(d.name, skipped)
+            skipped[name] = reason
+            sentences.setdefault(problem, []).append((name, reason))
+        problems = [Problem(tuple(n for n, _ in group), f"{_who(group)} could not be opened: {what}; {fix}.",
+                        tuple(r for _, r in group)) for (what, fix), group in sentences.items()]
+        note = None
         if not runs:
             demo = DEFAULT_RUNS_DIR / DEMO_RUN
             run = load_run(demo)
             x, y = load_test_split(run.meta["dataset"], None, run.meta["input_size"])
             runs[run.name] = LoadedRun(run, x, y)
-            banner = (
-                "Showing the offline digits demo because no requested run could be opened. "
-                + (banner or "")
-                + " To analyse CIFAR-10, start with --data-dir DIR (or set XAI_DATA_DIR) pointing at a folder "
-                "with cifar10_train.npz and cifar10_test.npz, or go online once so torchvision can download it."
-            )
-        return cls(runs=runs, banner=banner, skipped=skipped)
+            note = "Showing the offline digits demo because no requested run could be opened."
+        banner = " ".join(([note] if note else []) + [p.sentence for p in problems]) or None
+        return cls(runs=runs, banner=banner, skipped=skipped, problems=problems, note=note)
+
+
+# How to repair a run file, by the file named at the start of a RunDirError.
+_FIXES = {
+    META: "correct meta.json or retrain the run",
+    HISTORY: "correct or delete history.json",
+    WEIGHTS: "restore the weights or retrain the run",
+    PREDICTIONS: "recompute them with `xai-train predict RUN_DIR`",
+}
+
+
+def _problem(e: Exception, run_dir: Path, run: Run | None) -> tuple[str, str]:
+    """``(what is wrong, the fix)`` in words that do not name the run, so runs refused for the
+    same reason share one sentence; the full reason, paths and all, goes into the details."""
+    if isinstance(e, DatasetUnavailable) and run is not None:
+        dataset = run.meta["dataset"]
+        if dataset["spec"] == "cifar10":
+            return ("the CIFAR-10 test images they were evaluated on could not be loaded",
+                    "start with --data-dir DIR (or set XAI_DATA_DIR) pointing at a folder with "
+                    "cifar10_train.npz and cifar10_test.npz")
+        return (f"the {dataset['name']} test images they were evaluated on could not be loaded",
+                f"make {dataset['spec']!r} readable (details below)")
+    if isinstance(e, RunDirError):
+        text = str(e).removeprefix(f"{run_dir}").lstrip("/\\: ")
+        file, _, problem = text.partition(": ")
+        if file not in _FIXES:
+            return text.split(" (")[0], "check the path"
+        # The gist is the first clause ("std.0: Input should be a valid number (got 'x')" -> up to
+        # " ("), without digests, which differ from run to run while the problem is the same.
+        gist = re.sub(r" [0-9a-f]{12}…", "", problem.split(" (")[0].split("; ")[0])
+        fix = "replace the link by the file itself" if "symlink" in gist else _FIXES[file]
+        return f"{file} {gist}", fix
+    return f"unexpected {type(e).__name__}", "see the details and the server log"
+
+
+def _who(group: list[tuple[str, str]]) -> str:
+    """``a``, ``a and b``, ``a, b and c``, ``a, b, c and 4 more``."""
+    names = [n for n, _ in group]
+    if len(names) == 1:
+        return names[0]
+    if len(names) <= 3:
+        return ", ".join(names[:-1]) + f" and {names[-1]}"
+    return ", ".join(names[:3]) + f" and {len(names) - 3} more"
+
+
+def _shared_test_split(run: Run, data_dir: str | None, images: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test split, read once per fingerprint; a failure is remembered too, so ten runs
+    on a missing dataset do not try (and maybe try to download) it ten times."""
+    key = run.meta["dataset"]["fingerprint"]
+    if key not in images:
+        try:
+            images[key] = _test_split(run.meta["dataset"], data_dir, run.meta["input_size"])
+        except DatasetUnavailable as e:
+            images[key] = e
+    if isinstance(images[key], DatasetUnavailable):
+        raise images[key]
+    return images[key]
 
 
 def _test_split(dataset: dict, data_dir: str | None, input_size: int) -> tuple[np.ndarray, np.ndarray]:
