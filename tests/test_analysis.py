@@ -21,7 +21,7 @@ from sklearn.metrics import (
 )
 
 from trainer.rundir import RunDirError, find_runs, load_run
-from xai_dashboard import analysis, summaries
+from xai_dashboard import analysis, figures, summaries
 from xai_dashboard.store import softmax
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +65,25 @@ def test_overall_metrics_match_sklearn(pred):
     m = analysis.overall_metrics(pred.labels, pred.probs)
     assert m["accuracy"] == pytest.approx(accuracy_score(pred.labels, pred.preds))
     assert m["f1"] == pytest.approx(f1_score(pred.labels, pred.preds, average="macro", labels=np.arange(k)))
-    assert m["top3"] == pytest.approx(top_k_accuracy_score(pred.labels, pred.probs, k=3, labels=np.arange(k)))
-    assert m["top3"] >= m["accuracy"]
+    if k > 3:
+        assert m["top3"] == pytest.approx(top_k_accuracy_score(pred.labels, pred.probs, k=3, labels=np.arange(k)))
+        assert m["top3"] >= m["accuracy"]
+    else:
+        assert m["top3"] is None  # 100% by construction with 3 classes or fewer
     assert m["n"] == len(pred.labels)
+
+
+def test_balanced_accuracy_mcc_and_majority_baseline_follow_their_definitions(pred):
+    k = pred.num_classes
+    m = analysis.overall_metrics(pred.labels, pred.probs)
+    cm = confusion_matrix(pred.labels, pred.preds, labels=np.arange(k)).astype(np.float64)
+    present = cm.sum(1) > 0
+    assert m["balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
+    # Gorodkin's multi-class MCC from the confusion matrix (R_K, 2004)
+    c, s, t, p = np.trace(cm), cm.sum(), cm.sum(1), cm.sum(0)
+    assert m["mcc"] == pytest.approx((c * s - t @ p) / np.sqrt((s ** 2 - p @ p) * (s ** 2 - t @ t)))
+    counts = np.bincount(pred.labels, minlength=k)
+    assert m["majority_class"] == int(np.argmax(counts)) and m["majority_accuracy"] == pytest.approx(counts.max() / s)
 
 
 def test_per_class_rows_match_sklearn(pred):
@@ -77,6 +93,9 @@ def test_per_class_rows_match_sklearn(pred):
     assert [row["class"] for row in rows] == names
     assert np.allclose([row["precision"] for row in rows], p) and np.allclose([row["recall"] for row in rows], r)
     assert np.allclose([row["f1"] for row in rows], f) and [row["support"] for row in rows] == s.tolist()
+    found = [int(np.sum((pred.labels == c) & (pred.preds == c))) for c in range(len(names))]
+    assert [row["found"] for row in rows] == found
+    assert np.allclose([row["prevalence"] for row in rows], s / len(pred.labels))
 
 
 def test_roc_auc_matches_sklearn_one_vs_rest(pred):
@@ -242,7 +261,16 @@ def test_overview_helpers_read_meta_and_build_figures(pred, tmp_path):
     assert rows["Parameters"] == "1,234" and timing_rows({}) == []
     names = tuple(str(c) for c in range(pred.num_classes))
     overall = analysis.overall_metrics(pred.labels, pred.probs)
-    assert [label for label, _, _ in metric_cards(overall)][:2] == ["Accuracy", "Top-3 accuracy"]
+    labels = [label for label, _, _ in metric_cards(overall, list(names))]
+    assert labels[:3] == ["Accuracy", "Balanced accuracy", "MCC"] and ("Top-3 accuracy" in labels) == (len(names) > 3)
     bars, history, roc, pr, rel = overview_figures(pred, names, "[]", tmp_path)
-    assert len(bars["data"]) == 3 and len(roc["data"]) == pred.num_classes + 1 and len(pr["data"]) == pred.num_classes
+    shown = min(pred.num_classes, figures.MAX_CURVES)
+    assert len(bars["data"]) == 3 and len(roc["data"]) == shown + 1 and len(pr["data"]) == shown
     assert "ECE" in rel["layout"]["title"]["text"]
+
+
+def test_curves_of_many_classes_show_the_worst_and_skip_absent_ones():
+    nan = float("nan")
+    curves = [{"roc_auc": a} for a in (0.9, 0.5, nan, 0.7, 0.95, 0.6)]
+    assert figures.shown_curves(curves, "roc_auc", limit=10) == [0, 1, 3, 4, 5]
+    assert figures.shown_curves(curves, "roc_auc", limit=3) == [1, 3, 5]  # the three lowest, in class order

@@ -214,6 +214,56 @@ def test_unreadable_data_folder_falls_back_to_the_demo_with_a_banner(dash_duo, t
     assert _severe(dash_duo) == []
 
 
+@pytest.fixture(scope="module")
+def cat_dog_store(tmp_path_factory):
+    """One two-class run, 500 cats and 55 dogs, whose model never calls anything a dog."""
+    from tests.test_binary import cat_dog
+    from tests.test_class_counts import make_image_folder, make_run
+    from xai_dashboard.store import RunStore
+
+    root = tmp_path_factory.mktemp("catdog")
+    spec = make_image_folder(root / "data", ["cat", "dog"], [2, 2], [500, 55])
+    store = RunStore.from_dirs([make_run(root / "unweighted", spec, lambda y, k: np.log(cat_dog(0)[1]))])
+    assert store.names == ["unweighted"], store.banner
+    return store
+
+
+def _threshold_counts(dash_duo):
+    return dash_duo.driver.execute_script(
+        "const g = document.querySelector('#threshold-cm .js-plotly-plot');"
+        "if (!g || !g.data || !g.data.length || !g.data[0].text) return null;"
+        "return Array.from(g.data[0].text, row => Array.from(row, Number));")  # the counts as drawn in the cells
+
+
+def test_two_class_run_warns_and_the_slider_moves_the_matrix(dash_duo, cat_dog_store):
+    from selenium.webdriver.common.keys import Keys
+
+    run = cat_dog_store.get("unweighted")
+    dash_duo.start_server(create_app(store=cat_dog_store))
+    dash_duo.wait_for_contains_text("#overview-cards", "BALANCED ACCURACY", timeout=SLOW)
+    assert "TOP-3" not in dash_duo.find_element("#overview-cards").text
+    dash_duo.wait_for_contains_text("#overview-warnings", "Not better than always answering 'cat'", timeout=SLOW)
+    assert "'dog' (0 of 55)" in dash_duo.find_element("#overview-warnings").text
+
+    _open_tab(dash_duo, "Threshold")
+    y, p_dog = run.labels == 1, run.probs[:, 1]
+
+    def counts(t):  # [[tn, fp], [fn, tp]] by definition, for the dog as the positive class
+        pred = p_dog >= t
+        return [[int(np.sum(~y & ~pred)), int(np.sum(~y & pred))], [int(np.sum(y & ~pred)), int(np.sum(y & pred))]]
+
+    _wait(dash_duo, lambda d: _threshold_counts(dash_duo) == counts(0.5), "matrix at 0.5 never drew")
+    # The slider's handle, moved by the keyboard as a user would: Home = threshold 0, everything a dog.
+    dash_duo.find_element("#threshold-slider [role='slider']").send_keys(Keys.HOME)
+    _wait(dash_duo, lambda d: _threshold_counts(dash_duo) == [[0, 500], [0, 55]], "slider did not move the matrix")
+    # A target recall sets the slider to the largest threshold finding at least 90% of the dogs.
+    dash_duo.find_element("#threshold-by-recall").click()
+    _wait(dash_duo, lambda d: (_threshold_counts(dash_duo) or [[0, 0], [0, 0]])[1][1] == 50,
+          "target recall did not set the threshold")
+    assert "90%" in dash_duo.find_element("#threshold-note").text
+    assert _severe(dash_duo) == []
+
+
 # ---------------------------------------------------------------- the same callback over HTTP (no browser)
 
 def gallery_payload(app, click: dict, run: str, tab: str = "errors") -> dict:

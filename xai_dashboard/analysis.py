@@ -75,17 +75,27 @@ def row_normalise(cm: np.ndarray) -> np.ndarray:
     return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
 
 
-def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, float]:
-    """Accuracy, macro precision/recall/F1, top-3 accuracy, log loss and ECE."""
-    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support, top_k_accuracy_score
+def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
+    """Accuracy beside the majority-class baseline, balanced accuracy, MCC, macro precision/recall/F1,
+    top-3 accuracy (None unless K > 3: with 3 classes or fewer it is 100% by construction), log loss, ECE."""
+    from sklearn.metrics import (
+        accuracy_score, balanced_accuracy_score, log_loss, matthews_corrcoef, precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     k = probs.shape[1]
     preds = probs.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=np.arange(k), average="macro", zero_division=0)
+    majority = int(np.argmax(np.bincount(labels, minlength=k)))
     return {
         "accuracy": float(accuracy_score(labels, preds)),
+        # what always answering the most frequent class scores: the bar any model must clear
+        "majority_class": majority,
+        "majority_accuracy": float(accuracy_score(labels, np.full_like(labels, majority))),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
+        "mcc": float(matthews_corrcoef(labels, preds)),
         "precision": float(p), "recall": float(r), "f1": float(f),
-        "top3": float(top_k_accuracy_score(labels, probs, k=min(3, k), labels=np.arange(k))),
+        "top3": float(top_k_accuracy_score(labels, probs, k=3, labels=np.arange(k))) if k > 3 else None,
         "log_loss": float(log_loss(labels, np.clip(probs, 1e-7, 1.0), labels=np.arange(k))),
         "ece": reliability(labels, probs, n_bins)["ece"],
         "n": int(len(labels)),
@@ -93,13 +103,17 @@ def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> 
 
 
 def per_class_metrics(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> list[dict]:
-    """One row per class: precision, recall, F1 and support (recall is the per-class accuracy)."""
+    """One row per class: precision, recall (the per-class accuracy), F1, support, ``found``
+    (correctly predicted images of the class) and prevalence (its share of the test set)."""
     from sklearn.metrics import precision_recall_fscore_support
 
     k = len(class_names)
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=np.arange(k), zero_division=0)
+    found = np.bincount(labels[labels == preds], minlength=k)
+    n = max(len(labels), 1)
     return [
-        {"class": name, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        {"class": name, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+         "found": int(found[i]), "prevalence": float(s[i] / n)}
         for i, name in enumerate(class_names)
     ]
 

@@ -35,10 +35,21 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
     return _base(fig, "", height)
 
 
-def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = False) -> go.Figure:
+TEXT_MAX_CLASSES = 20  # above this, numbers in cells would overlap: counts go to the hover only
+MAX_CURVES = 10        # above this many classes, a legend per class would bury the plot
+
+
+def matrix_height(k: int) -> int:
+    """Pixels for a ``k x k`` heatmap: ~10 px a row at 100 classes, never below the two-class card."""
+    return int(min(max(480, 160 + 10 * k), 1200))
+
+
+def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = False,
+                     title: str | None = None) -> go.Figure:
     """Heatmap of ``cm`` ``(K, K)`` (rows true, columns predicted) with count and row share on hover.
 
-    Clicks report ``x`` = predicted and ``y`` = true class name.
+    Clicks report ``x`` = predicted and ``y`` = true class name. Cells carry their number only
+    up to :data:`TEXT_MAX_CLASSES` classes.
     """
     k = len(class_names)
     totals = cm.sum(axis=1, keepdims=True)
@@ -49,17 +60,21 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = 
     on_max = max(value[diag].max(initial=0.0), 1e-12)
     colour = np.where(diag, 0.5001 + 0.4999 * value / on_max, 0.5 * value / off_max)
     text = np.char.mod("%.0f%%", share * 100) if normalised else cm.astype(str)
+    labelled = k <= TEXT_MAX_CLASSES
     fig = go.Figure(go.Heatmap(
-        z=colour, x=class_names, y=class_names, text=text, texttemplate="%{text}",
+        z=colour, x=class_names, y=class_names, text=text if labelled else None,
+        texttemplate="%{text}" if labelled else None,
         customdata=np.dstack([cm, share]), colorscale=_CM_SCALE, zmin=0, zmax=1, showscale=False,
-        xgap=1, ygap=1,
+        xgap=1 if labelled else 0, ygap=1 if labelled else 0,
         hovertemplate="true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]:,} images"
                       "<br>%{customdata[1]:.1%} of true %{y}<extra></extra>",
     ))
     fig.update_xaxes(title="Predicted class", type="category", side="bottom", tickangle=-30)
     fig.update_yaxes(title="True class", type="category", autorange="reversed")
-    title = "Confusion matrix (row-normalised)" if normalised else "Confusion matrix (counts)"
-    return _base(fig, title + " — click a cell to see its images", height=560)
+    if title is None:
+        title = ("Confusion matrix (row-normalised)" if normalised else "Confusion matrix (counts)") \
+            + " — click a cell to see its images"
+    return _base(fig, title, height=matrix_height(k) if k > 2 else 380)
 
 
 def class_metrics_figure(rows: list[dict]) -> go.Figure:
@@ -95,15 +110,32 @@ def history_figure(history: list[dict]) -> go.Figure:
     return _base(fig, "Training curves")
 
 
+def shown_curves(curves: list[dict], score: str, limit: int = MAX_CURVES) -> list[int]:
+    """Indices of the classes to draw: all up to ``limit``, else the ``limit`` with the lowest ``score``
+    (the classes worth a look); classes without a curve (absent from the test set) are skipped."""
+    present = [i for i, c in enumerate(curves) if c[score] == c[score]]  # NaN != NaN
+    if len(present) <= limit:
+        return present
+    return sorted(sorted(present, key=lambda i: (curves[i][score], i))[:limit])
+
+
 def _one_vs_rest(fig: go.Figure, curves: list[dict], class_names: list[str], x: str, y: str, score: str,
                  label: str, titles: tuple[str, str, str]) -> go.Figure:
-    """One line per class from ``curves[i][x]`` / ``curves[i][y]``, its ``score`` in the legend."""
-    for i, (c, name) in enumerate(zip(curves, class_names)):
-        fig.add_trace(go.Scatter(x=c[x], y=c[y], mode="lines", name=f"{name} ({label} {c[score]:.3f})",
-                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.6)))
+    """One line per shown class (:func:`shown_curves`) from ``curves[i][x]`` / ``curves[i][y]``."""
+    shown = shown_curves(curves, score)
+    if not shown:
+        return empty_figure("No class has both positive and negative test images", height=420)
+    for n, i in enumerate(shown):
+        c = curves[i]
+        fig.add_trace(go.Scatter(x=c[x], y=c[y], mode="lines", name=f"{class_names[i]} ({label} {c[score]:.3f})",
+                                 line=dict(color=PALETTE[n % len(PALETTE)], width=1.6)))
+    title = titles[2]
+    if len(shown) < len(curves):
+        mean = np.nanmean([c[score] for c in curves])
+        title += f" — {len(shown)} lowest of {len(curves)} classes; macro {label} {mean:.3f}"
     fig.update_xaxes(title=titles[0], range=[0, 1])
     fig.update_yaxes(title=titles[1], range=[0, 1.02])
-    return _base(fig, titles[2], height=420)
+    return _base(fig, title, height=420)
 
 
 def roc_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
@@ -114,8 +146,45 @@ def roc_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
 
 
 def pr_figure(curves: list[dict], class_names: list[str]) -> go.Figure:
-    return _one_vs_rest(go.Figure(), curves, class_names, "recall", "precision", "ap", "AP",
+    return _one_vs_rest(go.Figure(), curves, class_names, "recall", "precision", "ap", "PR-AUC",
                         ("recall", "precision", "Precision-recall, one-vs-rest"))
+
+
+def operating_point_figures(curve: dict, point: dict, name: str) -> tuple[go.Figure, go.Figure]:
+    """ROC and precision-recall curves of class ``name`` against the rest, each with the operating
+    point of ``point`` (from :func:`~xai_dashboard.thresholds.metrics_at`) marked.
+
+    ``curve`` holds ``fpr``/``tpr``/``roc_auc``/``precision``/``recall``/``ap`` (one entry of
+    ``roc_pr_curves``); the PR plot's dotted line is the prevalence, a random classifier's precision.
+    """
+    fpr = point["fp"] / max(point["fp"] + point["tn"], 1)
+    marker = dict(size=12, color=PALETTE[3], symbol="circle", line=dict(width=2, color="#fff"))
+    label = f"threshold {point['threshold']:.4g}"
+    roc = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"), hoverinfo="skip",
+                   showlegend=False),
+        go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{name} vs rest",
+                   line=dict(color=PALETTE[0], width=2)),
+        go.Scatter(x=[fpr], y=[point["recall"]], mode="markers", name=label, marker=marker,
+                   hovertemplate="FPR %{x:.3f}<br>recall %{y:.3f}<extra>" + label + "</extra>"),
+    ])
+    roc.update_xaxes(title="false positive rate", range=[0, 1])
+    roc.update_yaxes(title="true positive rate (recall)", range=[0, 1.02])
+    pr = go.Figure([
+        go.Scatter(x=[0, 1], y=[point["prevalence"]] * 2, mode="lines", line=dict(dash="dot", color="#bbb"),
+                   name=f"prevalence {point['prevalence']:.1%}", hoverinfo="skip"),
+        go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines", name=f"{name} vs rest",
+                   line=dict(color=PALETTE[0], width=2)),
+        go.Scatter(x=[point["recall"]], y=[point["precision"]], mode="markers", name=label, marker=marker,
+                   hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<extra>" + label + "</extra>"),
+    ])
+    pr.update_xaxes(title="recall", range=[0, 1])
+    pr.update_yaxes(title="precision", range=[0, 1.02])
+    for fig in (roc, pr):
+        fig.update_layout(legend=dict(orientation="h", y=-0.2, x=0))
+    return (_base(roc, f"ROC — {name} vs rest, ROC-AUC {curve['roc_auc']:.3f}", height=420),
+            _base(pr, f"Precision-recall — PR-AUC {curve['ap']:.3f} (prevalence {point['prevalence']:.1%})",
+                  height=420))
 
 
 def reliability_figure(cal: dict) -> go.Figure:
@@ -168,11 +237,13 @@ def confusion_diff_figure(diff: np.ndarray, class_names: list[str], name_a: str,
     # Flip the diagonal's sign for colouring only, so "blue = B better" holds everywhere.
     signed = np.where(np.eye(k, dtype=bool), -diff, diff)
     lim = max(int(np.abs(diff).max(initial=0)), 1)
+    labelled = k <= TEXT_MAX_CLASSES
     fig = go.Figure(go.Heatmap(
-        z=signed, x=class_names, y=class_names, text=diff, texttemplate="%{text:+d}", customdata=diff,
-        colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=False, xgap=1, ygap=1,
+        z=signed, x=class_names, y=class_names, text=diff if labelled else None,
+        texttemplate="%{text:+d}" if labelled else None, customdata=diff,
+        colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=False, xgap=int(labelled), ygap=int(labelled),
         hovertemplate=f"true %{{y}} → predicted %{{x}}<br>{name_b} − {name_a}: %{{customdata:+d}}<extra></extra>",
     ))
     fig.update_xaxes(title="Predicted class", type="category", tickangle=-30)
     fig.update_yaxes(title="True class", type="category", autorange="reversed")
-    return _base(fig, "Confusion difference B − A (blue: B better)", height=480)
+    return _base(fig, "Confusion difference B − A (blue: B better)", height=matrix_height(k) if k > 2 else 380)

@@ -28,7 +28,7 @@ from .analysis import (
 )
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 2  # bump when RunSummary's contents change, so older files are ignored
+SUMMARY_VERSION = 3  # bump when RunSummary's contents change, so older files are ignored
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,19 @@
 """Run comparison: two runs on the same test images (``store.comparable``) side by
-side: per-class accuracy, the difference of their confusion matrices, and the
-images the second run fixes, breaks, or gets wrong together with the first."""
+side: accuracy *and* balanced accuracy with the classes each finds more of, both runs
+at their chosen decision thresholds (Threshold tab), per-class accuracy, the
+difference of their confusion matrices, and the images the second run fixes,
+breaks, or gets wrong together with the first, paged on the server."""
 from __future__ import annotations
 
 import numpy as np
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures, summaries
+from .. import analysis, figures, summaries, thresholds
 from . import gallery_item
 
 TITLE = "Compare runs"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
-SHOWN = analysis.PAGE_SIZE
 _GRAPH = {"displayModeBar": False}
 SETS = (("fixed", "Errors fixed by B", "A wrong, B right"),
         ("introduced", "Errors introduced by B", "A right, B wrong"),
@@ -27,12 +28,22 @@ def layout(store) -> html.Div:
             html.Label(["Run B", dcc.Dropdown(id="compare-b", clearable=False)], className="pick"),
             html.Div(id="compare-summary", className="compare-summary"),
         ]),
+        html.Div(className="card", children=[html.H3("At each run's chosen threshold"),
+                                             html.Div(id="compare-thresholds")]),
         html.Div(className="row", children=[
             html.Div(className="card half", children=[dcc.Graph(id="compare-accuracy", config=_GRAPH)]),
             html.Div(className="card half", children=[dcc.Graph(id="compare-cm-diff", config=_GRAPH)]),
         ]),
         *[html.Div(className="card gallery-card", children=[
-            html.H3([title, " ", html.Span("0", id=f"compare-{key}-count", className="badge")], title=hint),
+            dcc.Store(id=f"compare-{key}-page", data=0),
+            html.Div(className="toolbar", children=[
+                html.H3([title, " ", html.Span("0", id=f"compare-{key}-count", className="badge")], title=hint),
+                html.Div(className="pager", children=[
+                    html.Button("‹ Prev", id=f"compare-{key}-prev", n_clicks=0),
+                    html.Span("1 / 1", id=f"compare-{key}-page-label"),
+                    html.Button("Next ›", id=f"compare-{key}-next", n_clicks=0),
+                ]),
+            ]),
             html.Div(id=f"compare-{key}", className="gallery"),
         ]) for key, title, hint in SETS],
     ])
@@ -41,6 +52,72 @@ def layout(store) -> html.Div:
 def order_set(idx: np.ndarray, probs_judge: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Most confident mistakes of the run that is wrong on ``idx`` first (its ``probs`` ``(N, K)``)."""
     return analysis.sort_indices(idx, labels, probs_judge, "confidence")
+
+
+def _points(delta: float) -> str:
+    return f"{delta * 100:+.2f} pts"
+
+
+def headline(a: str, b: str, oa: dict, ob: dict) -> str:
+    """Accuracy, balanced accuracy and macro F1 of A and B with B's deltas, and a verdict that never
+    rests on accuracy alone (on imbalanced data always answering the majority class scores well)."""
+    d_acc, d_bal = ob["accuracy"] - oa["accuracy"], ob["balanced_accuracy"] - oa["balanced_accuracy"]
+    if d_acc >= 0 and d_bal >= 0:
+        verdict = "B is better on both" if d_acc or d_bal else "no difference"
+    elif d_acc <= 0 and d_bal <= 0:
+        verdict = "B is worse on both"
+    else:
+        verdict = ("accuracy and balanced accuracy disagree: on imbalanced data trust balanced accuracy "
+                   "and the per-class counts")
+    return (f"A = {a}, B = {b}. Accuracy {oa['accuracy']:.2%} → {ob['accuracy']:.2%} ({_points(d_acc)}); "
+            f"balanced accuracy {oa['balanced_accuracy']:.2%} → {ob['balanced_accuracy']:.2%} ({_points(d_bal)}); "
+            f"macro F1 {oa['f1']:.3f} → {ob['f1']:.3f}; MCC {oa['mcc']:.3f} → {ob['mcc']:.3f}. {verdict}.")
+
+
+def found_changes(rows_a: list[dict], rows_b: list[dict], top: int = 5) -> list[str]:
+    """Classes whose correctly found count differs most between A and B (per-class rows of each run)."""
+    diffs = [(rb["found"] - ra["found"], i) for i, (ra, rb) in enumerate(zip(rows_a, rows_b))
+             if rb["found"] != ra["found"]]
+    diffs.sort(key=lambda d: (-abs(d[0]), d[1]))
+    return [f"B finds {rows_b[i]['found']:,} of {rows_b[i]['support']:,} '{rows_b[i]['class']}' vs "
+            f"{rows_a[i]['found']:,} for A" for _, i in diffs[:top]]
+
+
+def threshold_rows(runs: list, positive: int, chosen: dict) -> list[dict]:
+    """One row per run: its threshold for ``positive`` (chosen on the Threshold tab, else 0.5) and the
+    metrics at it (:func:`~xai_dashboard.thresholds.metrics_at`)."""
+    rows = []
+    for run in runs:
+        entry = chosen.get(run.name) or {}
+        mine = entry.get("positive") == positive and entry.get("threshold") is not None
+        t = float(entry["threshold"]) if mine else thresholds.DEFAULT_THRESHOLD
+        m = thresholds.metrics_at(run.labels == positive, run.probs[:, positive], t)
+        rows.append({"run": run.name, "threshold": f"{t:.4g}" + ("" if mine else " (default)"),
+                     "found": f"{m['tp']:,} of {m['positives']:,}", "recall": m["recall"],
+                     "precision": m["precision"], "f1": m["f1"], "balanced_accuracy": m["balanced_accuracy"],
+                     "mcc": m["mcc"], "prevalence": m["prevalence"]})
+    return rows
+
+
+def _threshold_table(ra, rb, chosen: dict | None):
+    chosen = chosen or {}
+    k = len(ra.class_names)
+    positive = (chosen.get(ra.name) or {}).get("positive")
+    positive = int(positive) if positive is not None and 0 <= int(positive) < k \
+        else thresholds.minority_class(ra.labels, k)
+    y = ra.labels == positive
+    if y.all() or not y.any():
+        return html.P(f"'{ra.class_names[positive]}' has no test images to threshold.", className="warning")
+    rows = threshold_rows([ra, rb], positive, chosen)
+    cols = ["run", "threshold", "found", "recall", "precision", "f1", "balanced_accuracy", "mcc", "prevalence"]
+    fmt = {"recall": "{:.3f}", "precision": "{:.3f}", "f1": "{:.3f}", "balanced_accuracy": "{:.2%}",
+           "mcc": "{:.3f}", "prevalence": "{:.2%}"}
+    head = html.Tr([html.Th(c.replace("_", " ")) for c in cols])
+    body = [html.Tr([html.Td(fmt.get(c, "{}").format(r[c])) for c in cols]) for r in rows]
+    kind = "positive class" if k == 2 else "one-vs-rest class"
+    return html.Div([html.P(f"{kind}: '{ra.class_names[positive]}'. Set a run's threshold on the Threshold tab "
+                            "(target recall, cost ratio or the slider); unset ones use 0.5.", className="hint"),
+                     html.Table([head, *body], className="kv compare-thresholds")])
 
 
 def _items(prefix, run_a, run_b, idx) -> list:
@@ -71,37 +148,54 @@ def register_callbacks(app, store) -> None:
         options = store.comparable(a) if a else []
         return options, (b if b in options else (options[0] if options else None))
 
-    outputs = [Output("compare-summary", "children"), Output("compare-accuracy", "figure"),
-               Output("compare-cm-diff", "figure")]
-    for key, _, _ in SETS:
-        outputs += [Output(f"compare-{key}", "children"), Output(f"compare-{key}-count", "children")]
+    def pair(a, b, tab):
+        """The two runs, or None when there is nothing to compare; PreventUpdate while the tab is hidden."""
+        if tab != TAB:
+            raise PreventUpdate
+        return (store.get(a), store.get(b)) if a and b and b in store.comparable(a) else None
 
     # Gated on the active tab ("view-tabs" in app.py): a comparison costs a few hundred ms of
     # figures, which a page load should not pay while the tab is hidden.
-    @app.callback(*outputs, Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"))
-    def update_comparison(a, b, tab):
-        if tab != TAB:
-            raise PreventUpdate
-        if not a or not b or b not in store.comparable(a):
+    @app.callback(Output("compare-summary", "children"), Output("compare-thresholds", "children"),
+                  Output("compare-accuracy", "figure"), Output("compare-cm-diff", "figure"),
+                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
+                  Input("chosen-thresholds", "data"))
+    def update_comparison(a, b, tab, chosen):
+        runs = pair(a, b, tab)
+        if runs is None:
             msg = "Load a second run evaluated on the same test images to compare (e.g. xai-dashboard RUN_A RUN_B)."
             empty = figures.empty_figure("Nothing to compare")
-            return [msg, empty, empty] + [[html.P("—", className="hint")], "0"] * len(SETS)
-        ra, rb = store.get(a), store.get(b)
-        pa, pb = analysis.predictions_of(ra), analysis.predictions_of(rb)
-        names = ra.class_names
+            return msg, html.P("—", className="hint"), empty, empty
+        ra, rb = runs
         sa, sb = summaries.summary_of(ra), summaries.summary_of(rb)
-        sets = analysis.compare(pa, pb)
-        acc_a = [r["recall"] for r in sa.per_class]
-        acc_b = [r["recall"] for r in sb.per_class]
-        delta = sb.overall["accuracy"] - sa.overall["accuracy"]
-        summary = (f"A = {a} ({sa.overall['accuracy']:.2%}), B = {b} ({sb.overall['accuracy']:.2%}): "
-                   f"B is {abs(delta):.2%} {'better' if delta >= 0 else 'worse'}; "
-                   f"fixes {len(sets['fixed']):,}, introduces {len(sets['introduced']):,}, "
-                   f"shares {len(sets['both']):,} errors. Showing the {SHOWN} most confident of each.")
-        out = [summary, figures.compare_accuracy_figure(names, acc_a, acc_b, a, b),
-               figures.confusion_diff_figure(sb.cm - sa.cm, names, a, b)]
-        for key, _, _ in SETS:
-            judge = ra if key == "fixed" else rb  # rank by the confidence of whichever run is wrong
-            idx = order_set(sets[key], judge.probs, ra.labels)[:SHOWN]
-            out += [_items(prefix, ra, rb, idx), str(len(sets[key]))]
-        return out
+        changes = found_changes(sa.per_class, sb.per_class)
+        summary = [html.P(headline(a, b, sa.overall, sb.overall)),
+                   html.Ul([html.Li(c) for c in changes]) if changes else html.P("Both find the same number "
+                                                                                  "of images of every class.")]
+        acc_a, acc_b = [r["recall"] for r in sa.per_class], [r["recall"] for r in sb.per_class]
+        return (summary, _threshold_table(ra, rb, chosen),
+                figures.compare_accuracy_figure(ra.class_names, acc_a, acc_b, a, b),
+                figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, a, b))
+
+    for key, _, _ in SETS:
+        _register_gallery(app, key, pair, prefix)
+
+
+def _register_gallery(app, key: str, pair, prefix: str) -> None:
+    """One set's gallery, paged on the server: only the shown page's thumbnails are sent."""
+    @app.callback(Output(f"compare-{key}", "children"), Output(f"compare-{key}-count", "children"),
+                  Output(f"compare-{key}-page", "data"), Output(f"compare-{key}-page-label", "children"),
+                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
+                  Input(f"compare-{key}-prev", "n_clicks"), Input(f"compare-{key}-next", "n_clicks"),
+                  State(f"compare-{key}-page", "data"))
+    def update_gallery(a, b, tab, _prev, _next, page):
+        runs = pair(a, b, tab)
+        if runs is None:
+            return [html.P("—", className="hint")], "0", 0, "1 / 1"
+        ra, rb = runs
+        step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id)
+        page = (page or 0) + step if step else 0  # a new pair of runs starts on the first page
+        judge = ra if key == "fixed" else rb  # rank by the confidence of whichever run is wrong
+        idx = analysis.compare(analysis.predictions_of(ra), analysis.predictions_of(rb))[key]
+        shown, page, pages = analysis.page_of(order_set(idx, judge.probs, ra.labels), page)
+        return _items(prefix, ra, rb, shown), str(len(idx)), page, f"{page + 1} / {pages}"

@@ -6,31 +6,41 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from dash import Input, Output, dash_table, dcc, html
+import dash_ag_grid as dag
+from dash import Input, Output, dcc, html
 
 from .. import analysis, figures, summaries
 
 TITLE = "Overview"
 _GRAPH = {"displayModeBar": False}
+_3F = {"function": "d3.format('.3f')(params.value)"}
+# Sorting happens in the browser on rows already sent: at most a few hundred classes, so paging
+# the table there costs nothing on the server.
+CLASS_COLUMNS = [
+    {"field": "class", "headerName": "Class", "flex": 2},
+    *[{"field": m, "headerName": h, "type": "numericColumn", "valueFormatter": _3F}
+      for m, h in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"))],
+    {"field": "found", "headerName": "Found", "type": "numericColumn", "headerTooltip": "correctly predicted"},
+    {"field": "support", "headerName": "Support", "type": "numericColumn"},
+    {"field": "prevalence", "headerName": "Prevalence", "type": "numericColumn",
+     "headerTooltip": "share of the test set", "valueFormatter": {"function": "d3.format('.1%')(params.value)"}},
+]
 
 
 def layout(store) -> html.Div:
     return html.Div(className="view overview-view", children=[
         html.Div(id="run-info", className="run-info"),
+        html.Div(id="overview-warnings", className="warnings"),
         html.Div(id="overview-cards", className="cards"),
         html.Div(className="row", children=[
             html.Div(className="card half", children=[
                 html.H3("Per-class metrics"),
-                dash_table.DataTable(
-                    id="class-table", sort_action="native", style_as_list_view=True,
-                    columns=[{"name": "class", "id": "class"}] + [
-                        {"name": n, "id": n, "type": "numeric", "format": {"specifier": ".3f"}}
-                        for n in ("precision", "recall", "f1")
-                    ] + [{"name": "support", "id": "support", "type": "numeric"}],
-                    style_cell={"fontFamily": "Inter, system-ui, sans-serif", "fontSize": "13px",
-                                "padding": "6px 10px", "textAlign": "right"},
-                    style_cell_conditional=[{"if": {"column_id": "class"}, "textAlign": "left"}],
-                    style_header={"fontWeight": "600", "backgroundColor": "#f4f6f8"},
+                dag.AgGrid(
+                    id="class-table", columnDefs=CLASS_COLUMNS, rowData=[], columnSize="sizeToFit",
+                    defaultColDef={"sortable": True, "resizable": True},
+                    dashGridOptions={"domLayout": "autoHeight", "pagination": True, "paginationPageSize": 20,
+                                     "paginationPageSizeSelector": False},
+                    className="class-table",
                 ),
             ]),
             html.Div(className="card half", children=[dcc.Graph(id="class-bars", config=_GRAPH)]),
@@ -47,16 +57,42 @@ def layout(store) -> html.Div:
     ])
 
 
-def metric_cards(overall: dict) -> list[tuple[str, str, str]]:
-    """``(label, value, hint)`` for the headline numbers."""
-    return [
-        ("Accuracy", f"{overall['accuracy']:.2%}", f"{overall['n']:,} test images"),
-        ("Top-3 accuracy", f"{overall['top3']:.2%}", "true class among the 3 most probable"),
+def metric_cards(overall: dict, class_names: list[str]) -> list[tuple[str, str, str]]:
+    """``(label, value, hint)`` for the headline numbers; top-3 only with more than 3 classes."""
+    majority = class_names[overall["majority_class"]]
+    cards = [
+        ("Accuracy", f"{overall['accuracy']:.2%}",
+         f"always '{majority}' scores {overall['majority_accuracy']:.2%}; {overall['n']:,} test images"),
+        ("Balanced accuracy", f"{overall['balanced_accuracy']:.2%}",
+         f"mean recall over classes; chance is {1 / len(class_names):.2%}"),
+        ("MCC", f"{overall['mcc']:.3f}", "Matthews correlation: 0 = no better than chance, 1 = perfect"),
+    ]
+    if overall.get("top3") is not None:
+        cards.append(("Top-3 accuracy", f"{overall['top3']:.2%}", "true class among the 3 most probable"))
+    return cards + [
         ("Macro precision", f"{overall['precision']:.3f}", "unweighted mean over classes"),
         ("Macro recall", f"{overall['recall']:.3f}", "unweighted mean over classes"),
         ("Macro F1", f"{overall['f1']:.3f}", "unweighted mean over classes"),
         ("ECE", f"{overall['ece']:.3f}", f"expected calibration error; log loss {overall['log_loss']:.3f}"),
     ]
+
+
+def model_warnings(overall: dict, per_class: list[dict], class_names: list[str]) -> list[str]:
+    """Plain-words warnings: not better than the majority-class baseline; classes never found."""
+    out = []
+    majority = class_names[overall["majority_class"]]
+    if overall["accuracy"] <= overall["majority_accuracy"]:
+        out.append(f"Not better than always answering '{majority}': accuracy {overall['accuracy']:.2%} "
+                   f"against {overall['majority_accuracy']:.2%} for the majority class. Judge this model by "
+                   f"balanced accuracy ({overall['balanced_accuracy']:.2%}) and per-class recall.")
+    missed = [r for r in per_class if r["support"] > 0 and r["found"] == 0]
+    if missed:
+        listed = ", ".join(f"'{r['class']}' (0 of {r['support']:,})" for r in missed[:8])
+        more = f" and {len(missed) - 8} more" if len(missed) > 8 else ""
+        out.append(f"Recall 0 for {len(missed)} class{'es' if len(missed) > 1 else ''}: the model never "
+                   f"finds {listed}{more}. Class weights or oversampling (xai-train --class-weighting "
+                   f"--oversample), or a lower decision threshold (Threshold tab), may help.")
+    return out
 
 
 def timing_rows(meta: dict) -> list[tuple[str, str]]:
@@ -111,7 +147,8 @@ def warm_up(store) -> None:
 
 def register_callbacks(app, store) -> None:
     @app.callback(
-        Output("run-info", "children"), Output("overview-cards", "children"), Output("class-table", "data"),
+        Output("run-info", "children"), Output("overview-warnings", "children"),
+        Output("overview-cards", "children"), Output("class-table", "rowData"),
         Output("class-bars", "figure"), Output("history-graph", "figure"), Output("roc-graph", "figure"),
         Output("pr-graph", "figure"), Output("reliability-graph", "figure"), Output("timings", "children"),
         Input("run-select", "value"),
@@ -127,8 +164,10 @@ def register_callbacks(app, store) -> None:
         cards = [html.Div(className="metric", children=[html.Div(label, className="label"),
                                                          html.Div(value, className="value"),
                                                          html.Div(hint, className="hint")])
-                 for label, value, hint in metric_cards(s.overall)]
+                 for label, value, hint in metric_cards(s.overall, names)]
+        warnings = [html.Div(w, className="warning", role="alert")
+                    for w in model_warnings(s.overall, s.per_class, names)]
         rows = timing_rows(meta)
         timings = html.Table(className="kv", children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows]) \
             if rows else html.P("This run recorded no timings.", className="hint")
-        return (info, cards, s.per_class, *_figures_of(run), timings)
+        return (info, warnings, cards, s.per_class, *_figures_of(run), timings)

@@ -1,0 +1,166 @@
+"""Threshold page: one class against the rest at a decision threshold the user moves.
+
+For a two-class run the positive class defaults to the minority class (the one an
+accuracy figure hides); for more classes any class is taken one-vs-rest. The
+threshold is a slider, or is chosen for a target recall or a cost ratio FN:FP; the
+confusion matrix, precision, recall, F1, balanced accuracy and MCC at it each show
+the prevalence beside them, and the ROC and PR curves mark the operating point.
+
+Per-user state: ``chosen-thresholds`` (session storage) maps a run name to
+``{"positive": class index, "threshold": t}``; "Compare runs" reads it to compare
+two runs at their chosen thresholds. Every callback here is gated on this tab.
+"""
+from __future__ import annotations
+
+import numpy as np
+from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from .. import figures, summaries, thresholds
+
+TITLE = "Threshold"
+TAB = __name__.rpartition(".")[2]
+STEP = 0.0001  # slider resolution; chosen thresholds are snapped onto it only when that changes nothing
+_GRAPH = {"displayModeBar": False}
+_BLANK = figures.placeholder(380)
+
+
+def layout(store) -> html.Div:
+    return html.Div(className="view threshold-view", children=[
+        dcc.Store(id="chosen-thresholds", storage_type="session", data={}),
+        html.Div(className="card toolbar threshold-toolbar", children=[
+            html.Label([html.Span("Positive class", id="threshold-class-label"),
+                        dcc.Dropdown(id="threshold-class", clearable=False)], className="pick"),
+            html.Label(["Target recall", dcc.Input(id="threshold-recall", type="number", min=0.01, max=1,
+                                                   step=0.01, value=0.9, debounce=True),
+                        html.Button("Set threshold", id="threshold-by-recall", n_clicks=0)], className="pick"),
+            html.Label(["Cost of a miss : a false alarm", dcc.Input(id="threshold-cost", type="number", min=0.01,
+                                                                    step="any", value=5, debounce=True),
+                        html.Button("Set threshold", id="threshold-by-cost", n_clicks=0)], className="pick"),
+            html.Div(className="threshold-slider", children=[
+                html.Span("Decision threshold: an image is called positive when p(positive) ≥ it"),
+                dcc.Slider(id="threshold-slider", min=0, max=1, step=STEP, value=thresholds.DEFAULT_THRESHOLD,
+                           marks={v: f"{v:g}" for v in (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)}, updatemode="mouseup",
+                           tooltip={"placement": "bottom", "always_visible": True}),
+            ]),
+            html.Div(id="threshold-note", className="hint threshold-note"),
+        ]),
+        html.Div(id="threshold-cards", className="cards"),
+        html.Div(className="row", children=[
+            html.Div(className="card third", children=[dcc.Graph(id=f"threshold-{key}", config=_GRAPH, figure=_BLANK)])
+            for key in ("cm", "roc", "pr")
+        ]),
+    ])
+
+
+def positive_class(labels: np.ndarray, k: int, chosen: dict | None) -> int:
+    """The class the user picked for this run before, else the minority class."""
+    if chosen and 0 <= int(chosen.get("positive", -1)) < k:
+        return int(chosen["positive"])
+    return thresholds.minority_class(labels, k)
+
+
+def restored_threshold(chosen: dict | None, positive: int) -> float:
+    """The threshold the user chose for this run and class, else the arg-max one (0.5)."""
+    if chosen and chosen.get("positive") == positive and chosen.get("threshold") is not None:
+        return float(chosen["threshold"])
+    return thresholds.DEFAULT_THRESHOLD
+
+
+def threshold_cards(m: dict, name: str, curve: dict) -> list[tuple[str, str, str]]:
+    """``(label, value, hint)`` of the metrics at one threshold (``m`` from ``metrics_at``) and the
+    threshold-free areas of ``curve`` (one entry of ``roc_pr_curves``), each with the prevalence beside it."""
+    prev = f"prevalence {m['prevalence']:.2%} ({m['positives']:,} of {m['n']:,})"
+    flagged = (m["tp"] + m["fp"]) / max(m["n"], 1)
+    return [
+        ("Precision", f"{m['precision']:.3f}", f"{m['tp']:,} of {m['tp'] + m['fp']:,} flagged are {name}; "
+                                               f"a random guess scores the {prev}"),
+        ("Recall", f"{m['recall']:.3f}", f"finds {m['tp']:,} of {m['positives']:,} {name}; {prev}"),
+        ("F1", f"{m['f1']:.3f}", prev),
+        ("Balanced accuracy", f"{m['balanced_accuracy']:.2%}", f"chance is 50%; {prev}"),
+        ("MCC", f"{m['mcc']:.3f}", f"0 = chance, 1 = perfect; {prev}"),
+        ("Flagged positive", f"{flagged:.2%}", f"{m['tp'] + m['fp']:,} images called {name}; {prev}"),
+        ("ROC-AUC · PR-AUC", f"{curve['roc_auc']:.3f} · {curve['ap']:.3f}",
+         f"over all thresholds; chance scores 0.5 · the prevalence; {prev}"),
+    ]
+
+
+def _cards(rows) -> list:
+    return [html.Div(className="metric", children=[html.Div(label, className="label"),
+                                                   html.Div(value, className="value"),
+                                                   html.Div(hint, className="hint")])
+            for label, value, hint in rows]
+
+
+def threshold_outputs(run, positive: int, threshold: float) -> tuple:
+    """Cards, confusion matrix, ROC and PR figures of ``positive`` vs the rest at ``threshold``."""
+    names = run.class_names
+    name = names[positive]
+    y = run.labels == positive
+    if y.all() or not y.any():
+        msg = f"'{name}' has {'every' if y.any() else 'no'} test image: there is nothing to threshold."
+        empty = figures.empty_figure(msg)
+        return [html.P(msg, className="warning")], empty, empty, empty
+    m = thresholds.metrics_at(y, run.probs[:, positive], threshold)
+    negative = names[1 - positive] if len(names) == 2 else f"not {name}"
+    cm = figures.confusion_figure(np.asarray(m["cm"]), [negative, name],
+                                  title=f"Confusion matrix at threshold {threshold:.4g}")
+    curve = summaries.summary_of(run).curves[positive]
+    roc, pr = figures.operating_point_figures(curve, m, name)
+    return _cards(threshold_cards(m, name, curve)), cm, roc, pr
+
+
+def chosen_by(trigger: str, run, positive: int, recall, cost) -> tuple[float, str]:
+    """The threshold (and a sentence about it) for a "Set threshold" button."""
+    y, scores = run.labels == positive, run.probs[:, positive]
+    name = run.class_names[positive]
+    if trigger == "threshold-by-recall":
+        t = thresholds.threshold_for_recall(y, scores, float(recall))
+        why = f"the largest threshold that still finds at least {float(recall):.0%} of the {name}"
+    else:
+        t = thresholds.threshold_for_cost(y, scores, float(cost))
+        why = f"the smallest total cost when missing a {name} costs {float(cost):g} false alarms"
+    return thresholds.snap_down(t, scores, STEP), f"Threshold {t:.6g}: {why}."
+
+
+def register_callbacks(app, store) -> None:
+    @app.callback(Output("threshold-class", "options"), Output("threshold-class", "value"),
+                  Output("threshold-class-label", "children"),
+                  Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
+    def pick_class(run_name, tab, chosen):
+        if tab != TAB:
+            raise PreventUpdate
+        run = store.get(run_name)
+        k = len(run.class_names)
+        options = [{"label": n, "value": i} for i, n in enumerate(run.class_names)]
+        label = "Positive class" if k == 2 else "One-vs-rest class"
+        return options, positive_class(run.labels, k, (chosen or {}).get(run.name)), label
+
+    @app.callback(Output("threshold-slider", "value"), Output("threshold-note", "children"),
+                  Input("threshold-class", "value"), Input("threshold-by-recall", "n_clicks"),
+                  Input("threshold-by-cost", "n_clicks"), State("run-select", "value"),
+                  State("threshold-recall", "value"), State("threshold-cost", "value"),
+                  State("chosen-thresholds", "data"), prevent_initial_call=True)
+    def set_threshold(positive, _by_recall, _by_cost, run_name, recall, cost, chosen):
+        if positive is None:
+            raise PreventUpdate
+        run = store.get(run_name)
+        if ctx.triggered_id == "threshold-class":
+            return restored_threshold((chosen or {}).get(run.name), positive), ""
+        try:
+            return chosen_by(ctx.triggered_id, run, positive, recall, cost)
+        except (TypeError, ValueError) as e:  # an empty or out-of-range input box
+            return no_update, f"Cannot choose a threshold: {e}"
+
+    @app.callback(Output("threshold-cards", "children"), Output("threshold-cm", "figure"),
+                  Output("threshold-roc", "figure"), Output("threshold-pr", "figure"),
+                  Output("chosen-thresholds", "data"),
+                  Input("threshold-slider", "value"), Input("threshold-class", "value"),
+                  Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
+    def update_threshold(threshold, positive, run_name, tab, chosen):
+        run = store.get(run_name)
+        if tab != TAB or positive is None or threshold is None or not 0 <= positive < len(run.class_names):
+            raise PreventUpdate
+        chosen = dict(chosen or {})
+        chosen[run.name] = {"positive": int(positive), "threshold": float(threshold)}
+        return (*threshold_outputs(run, int(positive), float(threshold)), chosen)
