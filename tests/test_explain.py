@@ -12,14 +12,17 @@ import threading
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from xai_dashboard import explain, explain_spec, featuremaps, gradcam_file, overlay, precompute
+from tests.test_gradcam_reference import reference_gradcam
+from xai_dashboard import attributions, explain, explain_spec, featuremaps, gradcam_file, overlay, precompute
+from xai_dashboard.cache import explain_cache
 from xai_dashboard.explain_spec import Settings
+from xai_dashboard.methods import METHODS
 
-FAST_METHODS = [("gradcam", {}), ("guided_gradcam", {}), ("saliency", {}),
-                ("integrated_gradients", {"ig_steps": 8}), ("occlusion", {"window": 8, "stride": 8})]
+# every registered method, with its cheapest sensible parameters
+_CHEAP = {"integrated_gradients": {"ig_steps": 8}, "occlusion": {"window": 8, "stride": 8}}
+FAST_METHODS = [(name, _CHEAP.get(name, {})) for name in METHODS]
 
 
 # ------------------------------------------------------------------ Grad-CAM by hand on a tiny network
@@ -55,10 +58,10 @@ def hand_gradcam(weights_row: np.ndarray) -> np.ndarray:
                 acts[k, p, q] = (x[2 * p:2 * p + 2, 2 * q:2 * q + 2] * w[k]).sum() + bias[k]
     # d logit / d A_k(p, q) = weights_row[k] / 4 everywhere, so alpha_k (its spatial mean) is the same
     alpha = weights_row / 4.0
-    cam = sum(alpha[k] * acts[k] for k in range(2))
+    cam = np.maximum(sum(alpha[k] * acts[k] for k in range(2)), 0.0)  # Eq. 2: ReLU at the layer's 2x2
     # bilinear 2 -> 4, half-pixel centres (align_corners=False), edges clamped
     up = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
-    big = np.maximum(up @ cam @ up.T, 0.0)
+    big = up @ cam @ up.T
     return big / big.max() if big.max() > 0 else big
 
 
@@ -76,7 +79,7 @@ def test_logit_difference_matches_hand_computation():
     heads = model.head.weight.detach().numpy().astype(np.float64)
     got = explain.gradcam_maps(model, "conv", X_TINY.view(1, 1, 4, 4), (1, 0))[0].numpy()
     np.testing.assert_allclose(got, hand_gradcam(heads[1] - heads[0]), atol=1e-6)
-    out = explain.LogitDifference(model, 1, 0)(X_TINY.view(1, 1, 4, 4))
+    out = attributions.LogitDifference(model, 1, 0)(X_TINY.view(1, 1, 4, 4))
     logits = model(X_TINY.view(1, 1, 4, 4))
     assert out.shape == (1, 1) and torch.allclose(out[0, 0], logits[0, 1] - logits[0, 0])
 
@@ -90,26 +93,6 @@ def test_batched_targets_equal_single_calls():
 
 
 # ------------------------------------------------------------------ the full pipeline on a real run
-
-def independent_gradcam(model: nn.Module, layer: str, x: torch.Tensor, target: int) -> np.ndarray:
-    """Grad-CAM with plain module hooks: no Captum involved."""
-    module = model.get_submodule(layer)
-    saved = {}
-    fh = module.register_forward_hook(lambda m, i, o: saved.__setitem__("act", o))
-    bh = module.register_full_backward_hook(lambda m, gi, go: saved.__setitem__("grad", go[0]))
-    try:
-        xx = x.clone().requires_grad_(True)  # a full backward hook needs a graph reaching the module's input
-        model.zero_grad(set_to_none=True)
-        model(xx)[0, target].backward()
-    finally:
-        fh.remove()
-        bh.remove()
-    model.zero_grad(set_to_none=True)
-    act, grad = saved["act"].detach(), saved["grad"].detach()
-    cam = (grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)
-    cam = F.relu(F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False))[0, 0]
-    return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
-
 
 @pytest.fixture(scope="module")
 def cifar_run(cifar_store):
@@ -129,9 +112,10 @@ def test_pipeline_matches_independent_gradcam(cifar_run):
         for target in (int(run.preds[i]), int(run.labels[i]), (i + 3) % run.meta["num_classes"]):
             got = explain.explain_image(run, image, target, Settings(), cache=None)
             with run.lock:
-                want = independent_gradcam(run.model(), layer, explain.to_input(image, run.meta), target)
+                want = reference_gradcam(run.model(), layer, explain.to_input(image, run.meta),
+                                         torch.tensor([target]))[0]
             assert got.shape == tuple(run.images.shape[2:])
-            np.testing.assert_allclose(got, want, atol=1e-4)
+            np.testing.assert_allclose(got, want / want.max() if want.max() > 0 else want, atol=1e-4)
     assert explain.hook_count(run.model()) == 0
 
 
@@ -255,7 +239,13 @@ def test_settings_validation(demo_run):
         Settings(layer="classifier.fc1").resolved(meta)
     with pytest.raises(explain_spec.ExplainError, match="ig_steps"):
         Settings(method="integrated_gradients", ig_steps=0).resolved(meta)
-    assert Settings(method="saliency", layer="classifier.fc1").resolved(meta).key() == ("saliency",)
+    with pytest.raises(explain_spec.ExplainError, match="unknown parameter"):
+        Settings(method="saliency", n_samples=3).resolved(meta)
+    # pixel methods ignore the layer; another method's parameters are dropped; batch sizes are not in the key
+    assert Settings(method="saliency", layer="classifier.fc1", window=3).resolved(meta).key() == ("saliency", None, ())
+    ig = Settings(method="integrated_gradients", ig_steps=16, internal_batch_size=4).resolved(meta)
+    assert ig.params == {"ig_steps": 16, "internal_batch_size": 4}
+    assert ig.key() == ("integrated_gradients", None, (("ig_steps", 16),))
 
 
 def test_parse_target():
@@ -273,7 +263,7 @@ def test_parse_target():
 # ------------------------------------------------------------------ cache
 
 def test_cache_hits_and_keys(demo_run, tmp_path, monkeypatch):
-    cache = explain_spec.explain_cache(tmp_path / "c")
+    cache = explain_cache(tmp_path / "c")
     assert stat.S_IMODE(os.stat(tmp_path / "c").st_mode) == 0o700
     image = demo_run.images[7]
     first = explain.explain_image(demo_run, image, 2, Settings(), cache)
@@ -281,17 +271,22 @@ def test_cache_hits_and_keys(demo_run, tmp_path, monkeypatch):
     np.testing.assert_array_equal(explain.explain_image(demo_run, image, 2, Settings(), cache), first)
     s = Settings().resolved(demo_run.meta)
     digest = explain_spec.image_digest(image)
-    keys = {explain_spec.cache_key(demo_run.weights_sha256, s, 2, digest),
-            explain_spec.cache_key("0" * 64, s, 2, digest),  # a new checkpoint
-            explain_spec.cache_key(demo_run.weights_sha256, s, 3, digest),
-            explain_spec.cache_key(demo_run.weights_sha256, s, (2, 3), digest),
-            explain_spec.cache_key(demo_run.weights_sha256, Settings(method="saliency").resolved(demo_run.meta), 2, digest),
-            explain_spec.cache_key(demo_run.weights_sha256, s, 2, explain_spec.image_digest(demo_run.images[8]))}
-    assert len(keys) == 6
+    meta = demo_run.meta
+    other_prep = [{**meta, "weights_sha256": "0" * 64}, {**meta, "mean": [0.4]}, {**meta, "std": [0.2]},
+                  {**meta, "arch": "simple_cnn"}, {**meta, "input_size": 64}, {**meta, "in_channels": 3}]
+    keys = {explain_spec.cache_key(meta, s, 2, digest),
+            explain_spec.cache_key(meta, s, 3, digest),
+            explain_spec.cache_key(meta, s, (2, 3), digest),
+            explain_spec.cache_key(meta, Settings(method="saliency").resolved(meta), 2, digest),
+            explain_spec.cache_key(meta, s, 2, explain_spec.image_digest(demo_run.images[8]))}
+    keys |= {explain_spec.cache_key(m, s, 2, digest) for m in other_prep}
+    assert len(keys) == 5 + len(other_prep)
+    # probabilities too: the same weights under other preprocessing are another model
+    assert len({explain_spec.predict_key(m, digest) for m in [meta, *other_prep]}) == 1 + len(other_prep)
 
 
 def test_one_pass_prediction_and_gradcam(demo_run, tmp_path, monkeypatch):
-    cache = explain_spec.explain_cache(tmp_path / "one-pass")
+    cache = explain_cache(tmp_path / "one-pass")
     for i in range(4):
         image = demo_run.images[i]
         probs, heat = explain.explain_predicted(demo_run, image, Settings(), cache)
@@ -308,17 +303,18 @@ def test_one_pass_prediction_and_gradcam(demo_run, tmp_path, monkeypatch):
 # ------------------------------------------------------------------ precompute
 
 def test_precompute_matches_live_maps_and_is_bound_to_weights(demo_store, tmp_path):
-    from trainer.cli import main as cli_main
+    from xai_dashboard.cli import main as cli_main
 
     run = demo_store.get(None)
     run_dir = tmp_path / "digits-demo"
     shutil.copytree(run.run.path, run_dir)
-    assert cli_main(["explain", str(run_dir), "--batch-size", "64"]) == 0
-    path = run_dir / gradcam_file.GRADCAM_FILE
-    with np.load(path) as z:
-        assert z["pred"].shape == z["true"].shape == (len(run.labels), 32, 32)
-        assert z["pred"].dtype == np.float16 and str(z["weights_sha256"]) == run.weights_sha256
-        data = {k: z[k] for k in z.files}
+    assert cli_main(["precompute", "gradcam", str(run_dir), "--batch-size", "64"]) == 0
+    # the store's run points at the repo copy: point a shallow copy at the precomputed dir
+    local = copy.copy(run)
+    local.run = copy.copy(run.run)
+    local.run.path = run_dir
+    data = gradcam_file.load_precomputed(local)
+    assert data["pred"].shape == data["true"].shape == (len(run.labels), 32, 32) and data["pred"].dtype == np.float16
     wrong = np.flatnonzero(run.preds != run.labels)
     right = np.flatnonzero(run.preds == run.labels)
     for i in list(wrong[:3]) + list(right[:3]):
@@ -327,20 +323,24 @@ def test_precompute_matches_live_maps_and_is_bound_to_weights(demo_store, tmp_pa
             np.testing.assert_allclose(data[key][i].astype(np.float32), live, atol=2e-3)
     np.testing.assert_array_equal(data["pred"][right], data["true"][right])
 
-    # the store's run points at the repo copy: point a shallow copy at the precomputed dir
-    local = copy.copy(run)
-    local.run = copy.copy(run.run)
-    local.run.path = run_dir
     i = int(wrong[0]) if len(wrong) else 0
     assert gradcam_file.precomputed_map(local, i, int(run.labels[i])) is not None
     other = next(c for c in range(10) if c not in (int(run.labels[i]), int(run.preds[i])))
     assert gradcam_file.precomputed_map(local, i, other) is None  # not stored: computed live instead
-    np.savez(path, **{**data, "version": np.array(gradcam_file.FORMAT_VERSION + 1)})  # a future format
-    assert gradcam_file.load_precomputed(local) is None
-    np.savez(path, **data)
-    assert gradcam_file.load_precomputed(local) is not None
+    assert gradcam_file.precomputed_problem(local) is None
     local.run.meta = {**run.meta, "weights_sha256": "f" * 64}  # a new checkpoint: the file is stale
     assert gradcam_file.load_precomputed(local) is None
+    problem = gradcam_file.precomputed_problem(local)
+    assert problem.startswith("gradcam.npz: computed for weights") and "xai-dashboard precompute gradcam" in problem
+
+
+def test_precompute_cli_refuses_a_bad_run_and_names_it(tmp_path, capsys):
+    from xai_dashboard.cli import main as cli_main
+
+    assert cli_main(["precompute", "gradcam", str(tmp_path / "nothing")]) == 1
+    assert "nothing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["precompute", "lime", str(tmp_path)])  # only registered derived files
 
 
 def test_precompute_progress_and_given_images(demo_store, tmp_path):
@@ -420,3 +420,21 @@ def test_overlay_rendering():
     assert grey.shape == (300, 300, 3)
     png = overlay.overlay_png(image, heat)
     assert png.startswith(b"\x89PNG") and overlay.data_url(png).startswith("data:image/png;base64,")
+
+
+# ------------------------------------------------------------------ methods a run's model does not support
+
+def test_page_disables_guided_gradcam_where_undefined(cifar_store, demo_run):
+    from xai_dashboard.views.explain_model import method_options
+
+    for run in [*cifar_store.runs.values(), demo_run]:
+        options = {o["value"]: o for o in method_options(explain.unavailable_methods(run))}
+        guided = options["guided_gradcam"]
+        if run.meta["arch"] == "fast":  # GELU
+            assert guided["disabled"] and "GELU" in guided["title"] and "not for this model" in guided["label"]
+            with pytest.raises(explain_spec.ExplainError, match="GELU") as e:
+                explain.explain_image(run, run.images[0], 0, Settings("guided_gradcam"))
+            assert e.value.status == 400
+        else:
+            assert not guided["disabled"], (run.name, guided)
+        assert not any(o["disabled"] for name, o in options.items() if name != "guided_gradcam")

@@ -1,82 +1,29 @@
-"""Attributions through Captum: Grad-CAM and friends, pure functions over a cache.
+"""Attributions of a loaded run: the registry's methods (:mod:`.methods`) over a cache.
 
 Every map is returned as float32 ``(N, H, W)`` (or ``(H, W)`` for one image) in
-``[0, 1]`` at the network's input resolution, whatever the method:
-
-* ``gradcam``               LayerGradCam on a spatial layer, upsampled with
-  ``LayerAttribution.interpolate`` (bilinear), ReLU, divided by its maximum.
-* ``guided_gradcam``        GuidedGradCam (guided backprop x upsampled Grad-CAM),
-  |.| summed over colour channels.
-* ``integrated_gradients``  IntegratedGradients from a mean-colour baseline (0 after
-  normalisation), |.| summed over channels.
-* ``saliency``              |d logit / d pixel|, max over channels (Simonyan et al.).
-* ``occlusion``             drop of the target score when a ``window`` square is
-  replaced by the mean colour, slid by ``stride``; positive part only.
+``[0, 1]`` at the network's input resolution, whatever the method; the maths of each
+method is in :mod:`.attributions`.
 
 A target is a class index or a pair ``(a, b)`` meaning "logit[a] - logit[b]"
-("why a rather than b"), computed by wrapping the model in :class:`LogitDifference`.
+("why a rather than b").
 
 Captum hooks the shared model, so every call that runs the network takes
 ``LoadedRun.lock``; Captum removes its hooks in ``finally`` blocks and
-:func:`hook_count` lets the tests prove it. What may be requested (methods,
-:class:`Settings`, targets) and the cache keys live in :mod:`.explain_spec`,
-which needs no torch; images may be numpy arrays or tensors.
+:func:`hook_count` lets the tests prove it. What may be requested (:class:`Settings`,
+targets) and the cache keys live in :mod:`.explain_spec`, which needs no torch;
+images may be numpy arrays or tensors.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainer.preprocess import normalize
 
-from .explain_spec import CACHE_VERSION, ExplainError, Settings, Target, cache_key, image_digest
-
-
-class LogitDifference(nn.Module):
-    """``x -> logit[a] - logit[b]`` as ``(N, 1)``; ``a``/``b`` are ints or ``(N,)`` index tensors."""
-
-    def __init__(self, model: nn.Module, a, b):
-        super().__init__()
-        self.model, self.a, self.b = model, a, b
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, idx) -> torch.Tensor:
-        if isinstance(idx, torch.Tensor):
-            return logits.gather(1, idx.view(-1, 1).to(logits.device))
-        return logits[:, int(idx)].unsqueeze(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        return self._pick(logits, self.a) - self._pick(logits, self.b)
-
-
-class PredictedLogit(nn.Module):
-    """``x -> max over classes of logit`` ``(N, 1)``, keeping the pass's logits in ``self.logits``.
-
-    Its gradient is exactly that of the predicted class's logit, so Grad-CAM for the
-    prediction needs no separate forward pass to find out what the prediction is.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.logits: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        self.logits = logits.detach()
-        return logits.max(1, keepdim=True).values
-
-
-def _forward_and_target(model: nn.Module, target) -> tuple[nn.Module, object]:
-    """Captum's (forward_func, target) for a class index, a per-image index tensor, or a pair."""
-    if isinstance(target, tuple):
-        return LogitDifference(model, *target), 0
-    return model, target
+from .attributions import PredictedLogit, gradcam_layer_map
+from .explain_spec import ExplainError, Settings, Target, cache_key, image_digest, predict_key
+from .methods import METHODS
 
 
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -90,47 +37,27 @@ def gradcam_maps(model: nn.Module, layer: str, x: torch.Tensor, target, forward:
     """Grad-CAM ``(N, H, W)`` in [0, 1] for normalised input ``x`` ``(N, C, H, W)``.
 
     ``target``: class index, ``(N,)`` tensor of indices, or a pair ``(a, b)``; or, with a
-    ``forward`` wrapper around ``model`` (such as :class:`PredictedLogit`), the index of its output.
+    ``forward`` wrapper around ``model`` (such as :class:`.PredictedLogit`), the index of its output.
     """
-    from captum.attr import LayerAttribution, LayerGradCam
+    return normalise_maps(gradcam_layer_map(model, layer, x, target, forward))
 
-    forward, tgt = (forward, target) if forward is not None else _forward_and_target(model, target)
-    cam = LayerGradCam(forward, model.get_submodule(layer)).attribute(x, target=tgt)  # (N, 1, h, w)
-    cam = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear")
-    return normalise_maps(F.relu(cam[:, 0]))
+
+def unavailable_reason(model: nn.Module, x: torch.Tensor, method: str) -> str | None:
+    """Why ``method`` is not defined for ``model`` (probed with input ``x``), or None; hold the run's lock."""
+    requirement = METHODS[method].requirement()
+    return requirement(model, x) if requirement else None
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target, settings: Settings) -> np.ndarray:
     """Attribution maps float32 ``(N, H, W)`` in [0, 1]; ``settings`` must be :meth:`~Settings.resolved`.
 
-    The caller holds the model's lock: Captum hooks modules of ``model``.
+    The caller holds the model's lock: Captum hooks modules of ``model``. A method the
+    model does not support raises :class:`ExplainError` (400) saying why.
     """
-    from captum.attr import GuidedGradCam, IntegratedGradients, Occlusion, Saliency
-
-    method = settings.method
-    if method == "gradcam":
-        return gradcam_maps(model, settings.layer, x, target).numpy()
-    forward, tgt = _forward_and_target(model, target)
-    x = x.detach().requires_grad_(method != "occlusion")  # Captum warns when it has to set this itself
-    if method == "guided_gradcam":
-        attr = GuidedGradCam(forward, model.get_submodule(settings.layer)).attribute(x, target=tgt)
-        maps = attr.detach().abs().sum(1)
-    elif method == "integrated_gradients":
-        attr = IntegratedGradients(forward).attribute(
-            x, baselines=torch.zeros_like(x), target=tgt, n_steps=settings.ig_steps,
-            internal_batch_size=settings.internal_batch_size)
-        maps = attr.detach().abs().sum(1)
-    elif method == "saliency":
-        maps = Saliency(forward).attribute(x, target=tgt, abs=True).detach().amax(1)
-    elif method == "occlusion":
-        c = x.shape[1]
-        attr = Occlusion(forward).attribute(
-            x, sliding_window_shapes=(c, settings.window, settings.window),
-            strides=(c, settings.stride, settings.stride), baselines=0.0, target=tgt,
-            perturbations_per_eval=settings.internal_batch_size)
-        maps = F.relu(attr.detach().mean(1))
-    else:  # Settings.resolved() already refused it
-        raise ExplainError(f"unknown method {method!r}")
+    reason = unavailable_reason(model, x, settings.method)
+    if reason:
+        raise ExplainError(f"{METHODS[settings.method].label} is not available for this run: {reason}")
+    maps = METHODS[settings.method].function()(model, x, target, settings)
     return normalise_maps(maps.float()).numpy()
 
 
@@ -174,13 +101,18 @@ def warm(run) -> None:
         shared_model(run)
 
 
-def _predict_key(run, image) -> str:
-    return json.dumps([CACHE_VERSION, run.weights_sha256, "predict", image_digest(image)])
+def unavailable_methods(run) -> dict[str, str]:
+    """``{method: reason}`` for the registered methods ``run``'s model does not support (loads the model)."""
+    x = to_input(np.zeros(run.images.shape[1:], dtype=np.uint8), run.meta)
+    with run.lock:
+        model = shared_model(run)
+        reasons = {name: unavailable_reason(model, x, name) for name in METHODS}
+    return {name: reason for name, reason in reasons.items() if reason}
 
 
 def predict(run, image, cache=None) -> np.ndarray:
     """Class probabilities float32 ``(K,)`` for one uint8 ``(C, H, W)`` image of ``run`` (a LoadedRun)."""
-    key = _predict_key(run, image)
+    key = predict_key(run.meta, image_digest(image))
     k = run.meta["num_classes"]
     if cache is not None:
         blob = cache.get(key)
@@ -209,7 +141,7 @@ def explain_image(run, image, target: Target, settings: Settings, cache=None) ->
     """
     settings = settings.resolved(run.meta)
     h, w = image.shape[-2:]
-    key = cache_key(run.weights_sha256, settings, target, image_digest(image))
+    key = cache_key(run.meta, settings, target, image_digest(image))
     if cache is not None:
         blob = cache.get(key)
         if blob is not None and len(blob) == 4 * h * w:
@@ -227,11 +159,12 @@ def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.nd
     """``(probabilities (K,), map (H, W))`` for the predicted class of uint8 ``image`` ``(C, H, W)``.
 
     Grad-CAM of an image not seen before takes a single forward/backward pass through
-    :class:`PredictedLogit`; other methods, or a known image, go through :func:`predict`
+    :class:`.PredictedLogit`; other methods, or a known image, go through :func:`predict`
     and :func:`explain_image`. Both results land in ``cache`` under their usual keys.
     """
     settings = settings.resolved(run.meta)
-    pred_key = _predict_key(run, image)
+    digest = image_digest(image)
+    pred_key = predict_key(run.meta, digest)
     if settings.method != "gradcam" or (cache is not None and pred_key in cache):
         probs = predict(run, image, cache)
         return probs, explain_image(run, image, int(probs.argmax()), settings, cache)
@@ -245,5 +178,5 @@ def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.nd
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     if cache is not None:
         cache.set(pred_key, probs.tobytes())
-        cache.set(cache_key(run.weights_sha256, settings, int(probs.argmax()), image_digest(image)), heat.tobytes())
+        cache.set(cache_key(run.meta, settings, int(probs.argmax()), digest), heat.tobytes())
     return probs, heat

@@ -1,31 +1,24 @@
 """What an explanation request may ask for, validated from ``meta.json`` alone, and where results are cached.
 
 No torch here: the dashboard builds its pages, parses API forms and looks up
-cached maps with these; :mod:`xai_dashboard.explain` computes the maps.
-Cache keys bind a map to (weights, method, parameters, layer, target, image).
+cached maps with these; :mod:`xai_dashboard.explain` computes the maps. Methods and
+their parameters come from the registry in :mod:`.methods`. Cache keys bind a map
+to (model fingerprint, method, parameters, layer, target, image).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
-from dataclasses import dataclass, replace
-from pathlib import Path
+from types import MappingProxyType
 from typing import Sequence, Union
 
 import numpy as np
 
-METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM",
-    "integrated_gradients": "Integrated Gradients",
-    "saliency": "Saliency",
-    "occlusion": "Occlusion",
-}
-LAYER_METHODS = ("gradcam", "guided_gradcam")
-CACHE_ENV = "XAI_CACHE_DIR"
-CACHE_VERSION = 1  # bump when a method's maths changes so old maps are never shown
+from .methods import METHODS, all_params
+
+# Bump when a method's maths changes so old maps are never shown.
+# 2: Grad-CAM applies its ReLU at the layer's resolution, before upsampling (Selvaraju et al., Eq. 2).
+CACHE_VERSION = 2
 
 Target = Union[int, tuple[int, int]]
 
@@ -38,43 +31,70 @@ class ExplainError(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
 class Settings:
-    """How to attribute. ``layer`` None means the run's ``gradcam_layer``."""
+    """How to attribute: a registered ``method``, its ``layer`` (None: the run's ``gradcam_layer``)
+    and its integer parameters by name (``Settings("integrated_gradients", ig_steps=64)``).
 
-    method: str = "gradcam"
-    layer: str | None = None
-    ig_steps: int = 32
-    internal_batch_size: int = 32
-    window: int = 8
-    stride: int = 4
+    Parameters of other registered methods are accepted and dropped by :meth:`resolved`, so a
+    page or form may carry every method's inputs; unknown names are refused.
+    """
+
+    __slots__ = ("method", "layer", "params")
+
+    def __init__(self, method: str = "gradcam", layer: str | None = None, **params: int):
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "params", MappingProxyType(dict(sorted(params.items()))))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Settings is immutable")
+
+    def _fields(self) -> tuple:
+        return self.method, self.layer, tuple(self.params.items())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Settings) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return f"Settings({self.method!r}, layer={self.layer!r}{extra})"
 
     def resolved(self, meta: dict) -> "Settings":
-        """Check the method and ranges, fill in the layer; raises :class:`ExplainError`."""
-        if self.method not in METHODS:
+        """Check the method and its parameters against the registry, fill in defaults and the layer.
+
+        Raises :class:`ExplainError` (400, or 404 for an unknown layer) with a message naming the problem.
+        """
+        method = METHODS.get(self.method)
+        if method is None:
             raise ExplainError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        for name, lo, hi in (("ig_steps", 2, 512), ("internal_batch_size", 1, 1024),
-                             ("window", 1, meta["input_size"]), ("stride", 1, meta["input_size"])):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not lo <= value <= hi:
-                raise ExplainError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-        layer = self.layer or meta["gradcam_layer"]
-        if self.method in LAYER_METHODS:
+        unknown = sorted(set(self.params) - set(all_params()))
+        if unknown:
+            raise ExplainError(f"unknown parameter(s) {', '.join(unknown)} for method {self.method!r}")
+        params = {p.name: self.params.get(p.name, p.default) for p in method.params}
+        for p in method.params:
+            problem = p.error(params[p.name])
+            if problem:
+                raise ExplainError(problem)
+        problem = method.check(params, meta) if method.check else None
+        if problem:
+            raise ExplainError(problem)
+        layer = None
+        if method.needs_layer:
+            layer = self.layer or meta["gradcam_layer"]
             shape = layer_shape(meta, layer)
             if len(shape) != 3:
-                raise ExplainError(f"layer {layer!r} has shape {list(shape)}; Grad-CAM needs a spatial "
+                raise ExplainError(f"layer {layer!r} has shape {list(shape)}; {method.label} needs a spatial "
                                    f"(channels, height, width) layer such as {meta['gradcam_layer']!r}")
-        return replace(self, layer=layer)
+        return Settings(self.method, layer, **params)
 
     def key(self) -> tuple:
-        """Only the parameters that change this method's result (so caching ignores the rest)."""
-        if self.method in LAYER_METHODS:
-            return (self.method, self.layer)
-        if self.method == "integrated_gradients":
-            return (self.method, self.ig_steps)
-        if self.method == "occlusion":
-            return (self.method, self.window, self.stride)
-        return (self.method,)
+        """What changes a resolved method's result (so caching ignores batch sizes and unused inputs)."""
+        method = METHODS[self.method]
+        return (self.method, self.layer, tuple((p.name, self.params[p.name]) for p in method.params
+                                               if p.affects_output))
 
 
 def layer_shape(meta: dict, layer: str) -> tuple[int, ...]:
@@ -117,33 +137,20 @@ def image_digest(image) -> str:
     return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
-def cache_key(weights_sha256: str, settings: Settings, target: Target, image_sha256: str) -> str:
-    """(weights, method, params, layer, target, image): a new checkpoint can never hit old maps."""
+def model_fingerprint(meta: dict) -> str:
+    """sha256 of everything in ``meta.json`` that changes a model's output for a given uint8 image:
+    weights, architecture and its arguments, input size, channels, normalisation."""
+    fields = [meta[k] for k in ("weights_sha256", "arch", "arch_kwargs", "input_size", "in_channels", "mean", "std")]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def predict_key(meta: dict, image_sha256: str) -> str:
+    """Cache key of one image's class probabilities."""
+    return json.dumps([CACHE_VERSION, model_fingerprint(meta), "predict", image_sha256])
+
+
+def cache_key(meta: dict, settings: Settings, target: Target, image_sha256: str) -> str:
+    """(model fingerprint, method, params, layer, target, image) of a resolved ``settings``: a new
+    checkpoint or other preprocessing can never hit old maps."""
     tgt = list(target) if isinstance(target, tuple) else int(target)
-    layer = settings.layer if settings.method in LAYER_METHODS else None  # pixel methods ignore it
-    return json.dumps([CACHE_VERSION, weights_sha256, settings.key(), layer, tgt, image_sha256])
-
-
-def cache_dir(directory: str | os.PathLike | None = None) -> Path:
-    """``directory``, else ``$XAI_CACHE_DIR``, else ``~/.cache/xai-dashboard/explain``; created 0700."""
-    path = Path(directory or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xai-dashboard" / "explain")
-    path = path.expanduser().resolve()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path}: cache folder belongs to another user")
-    if st.st_mode & 0o077:
-        path.chmod(0o700)  # maps reveal uploaded images: keep them private
-    return path
-
-
-@functools.lru_cache(maxsize=8)
-def _open_cache(path: str):
-    import diskcache
-
-    return diskcache.Cache(path, size_limit=256 * 2**20)
-
-
-def explain_cache(directory: str | os.PathLike | None = None):
-    """The process's diskcache for maps in :func:`cache_dir` (one handle per folder; thread- and process-safe)."""
-    return _open_cache(str(cache_dir(directory)))
+    return json.dumps([CACHE_VERSION, model_fingerprint(meta), settings.key(), tgt, image_sha256])

@@ -1,54 +1,54 @@
-"""``RUN_DIR/gradcam.npz``: the whole test set's Grad-CAM stored beside the weights, and its reader.
+"""``RUN_DIR/gradcam.npz``: the whole test set's Grad-CAM beside the weights (a :mod:`trainer.artifacts` file).
 
-``RUN_DIR/gradcam.npz`` (written atomically, uncompressed so it loads fast)::
+Arrays (uncompressed, so they load fast)::
 
-    pred            float16 (N, H, W)  map for the predicted class
-    true            float16 (N, H, W)  map for the true class (= pred where the prediction is right)
-    pred_index      int64   (N,)       the predicted classes the maps were made for
-    label           int64   (N,)
-    layer           str                the layer (meta.json's gradcam_layer)
-    weights_sha256  str                binds the maps to the weights: new weights -> file ignored
-    version         int                FORMAT_VERSION: a file of another format is ignored
+    pred        float16 (N, H, W)  map for the predicted class
+    true        float16 (N, H, W)  map for the true class (= pred where the prediction is right)
+    pred_index  int64   (N,)       the predicted classes the maps were made for
+    label       int64   (N,)
 
-:mod:`.precompute` writes it (torch); reading needs only numpy, so the API and
-the views check for it without loading a model.
+bound to the weights, the test set, the architecture and preprocessing, and the
+Grad-CAM layer: a file computed for anything else is refused. :mod:`.precompute`
+writes it (torch); reading needs only numpy, so the API and the views check for it
+without loading a model.
 """
 from __future__ import annotations
 
-import functools
-from pathlib import Path
+import logging
 
 import numpy as np
 
-GRADCAM_FILE = "gradcam.npz"
-FORMAT_VERSION = 1
+from trainer.artifacts import ArtifactError, declare, read
+
+# 2: Grad-CAM's ReLU at the layer's resolution (Selvaraju et al., Eq. 2); header from trainer.artifacts.
+GRADCAM = declare("gradcam.npz", version=2, kind="npz",
+                  binds=("weights", "test_set", "preprocessing", "gradcam_layer"),
+                  producer="xai-dashboard precompute gradcam {run}")
+GRADCAM_FILE = GRADCAM.name
+log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=4)
-def _read(path: str, mtime_ns: int, size: int) -> dict | None:
-    # mtime and size in the key: a rewritten file is re-read, an unchanged one is not.
+def precomputed_problem(run) -> str | None:
+    """Why LoadedRun ``run``'s gradcam.npz cannot be used (stale, foreign, malformed), or None when it
+    can or is simply absent: the message to show next to the "precompute" action."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None
+        data = read(run.run.path, GRADCAM, run.meta, missing_ok=True)
+    except ArtifactError as e:
+        return str(e)
+    n, shape = len(run.labels), tuple(run.images.shape[2:])
+    if data is not None and any(data.get(k) is None or data[k].shape != (n, *shape) for k in ("pred", "true")):
+        return f"{GRADCAM_FILE}: maps do not cover the {n} test images of {shape}; {GRADCAM.rerun(run.run.path)}"
+    return None
 
 
 def load_precomputed(run) -> dict | None:
-    """The arrays of ``gradcam.npz`` for LoadedRun ``run``, or None when absent, stale or malformed."""
-    path = Path(run.run.path) / GRADCAM_FILE
-    try:
-        st = path.stat()
-    except OSError:
+    """The arrays of gradcam.npz for LoadedRun ``run``, or None when absent or unusable (the reason is logged;
+    :func:`precomputed_problem` returns it)."""
+    problem = precomputed_problem(run)
+    if problem:
+        log.warning("%s", problem)
         return None
-    data = _read(str(path), st.st_mtime_ns, st.st_size)
-    n, shape = len(run.labels), tuple(run.images.shape[2:])
-    if (data is None or data.get("version") is None or int(data["version"]) != FORMAT_VERSION
-            or str(data.get("weights_sha256")) != run.weights_sha256
-            or str(data.get("layer")) != run.meta["gradcam_layer"]
-            or any(data.get(k) is None or data[k].shape != (n, *shape) for k in ("pred", "true"))):
-        return None
-    return data
+    return read(run.run.path, GRADCAM, run.meta, missing_ok=True)
 
 
 def precomputed_map(run, index: int, target: int) -> np.ndarray | None:

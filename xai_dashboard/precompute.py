@@ -1,24 +1,24 @@
 """Grad-CAM for a whole test set, computed in batches and written beside the weights
-as ``RUN_DIR/gradcam.npz`` (format and reader: :mod:`.gradcam_file`).
+as ``RUN_DIR/gradcam.npz`` (declaration and reader: :mod:`.gradcam_file`).
 
 Only mistakes need a second backward pass for the true class, so the cost is
 about one Grad-CAM per image.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from trainer.rundir import atomic_write, load_run
+from trainer.artifacts import write
+from trainer.rundir import load_run
 from trainer.sources import load_test_split
 
 from .explain import explain_image, gradcam_maps, to_input
 from .explain_spec import Settings
-from .gradcam_file import FORMAT_VERSION, GRADCAM_FILE, precomputed_map
+from .gradcam_file import GRADCAM, precomputed_map
 
 
 def _maps_in_batches(model, images: np.ndarray, targets: np.ndarray, layer: str, meta: dict,
@@ -27,7 +27,7 @@ def _maps_in_batches(model, images: np.ndarray, targets: np.ndarray, layer: str,
     out = np.zeros((len(images), *images.shape[2:]), dtype=np.float16)
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
-        x = to_input(images[start:stop], meta).contiguous(memory_format=torch.channels_last)
+        x = to_input(images[start:stop], meta)
         t = torch.as_tensor(targets[start:stop], dtype=torch.long)
         out[start:stop] = gradcam_maps(model, layer, x, t).numpy().astype(np.float16)
         tick(stop - start)
@@ -71,12 +71,7 @@ def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
     if len(wrong):
         true_maps[wrong] = _maps_in_batches(model, images[wrong], labels[wrong],
                                             layer, meta, batch_size, tick)
-    buf = io.BytesIO()
-    np.savez(buf, pred=pred_maps, true=true_maps, pred_index=pred, label=labels, layer=np.array(layer),
-             weights_sha256=np.array(meta["weights_sha256"]), version=np.array(FORMAT_VERSION))
-    path = Path(run_dir) / GRADCAM_FILE
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
+    return write(run_dir, GRADCAM, meta, {"pred": pred_maps, "true": true_maps, "pred_index": pred, "label": labels})
 
 
 def test_image_map(run, index: int, target, settings: Settings, cache=None) -> np.ndarray:

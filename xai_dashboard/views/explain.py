@@ -15,25 +15,25 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from .. import explain_spec, uploads
+from ..cache import cache_dir, explain_cache
 from ..figures import empty_figure, placeholder
+from ..gradcam_file import precomputed_problem
 from ..images import DETAIL_SIZE
+from ..methods import METHODS, all_params
 from .explain_model import (
-    Controls, build_feature_view, build_panel, probabilities_figure, source_for_run, upload_to_source,
+    Controls, build_feature_view, build_panel, method_options, probabilities_figure, source_for_run, upload_to_source,
 )
 
 TITLE = "Explanations"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
 _GRAPH = {"displayModeBar": False}
 _IMG = {"imageRendering": "pixelated", "border": "1px solid #e4e7eb", "borderRadius": "4px"}
+PAGE_PARAMS = [p for p in all_params().values() if p.in_page]  # one input each, id "xp-param-<name>"
 
 
 def _field(label: str, component, width: str = "190px") -> html.Label:
     return html.Label([html.Span(label, className="hint", style={"display": "block"}), component],
                       style={"display": "inline-block", "width": width, "marginRight": "12px"})
-
-
-def _method_options() -> list[dict]:
-    return [{"label": v, "value": k} for k, v in explain_spec.METHODS.items()]
 
 
 # dcc.Upload drops files over max_size or outside accept without telling the server, so
@@ -65,14 +65,11 @@ function(limit) {
 
 
 def _method_parameters() -> html.Details:
-    def number(id_: str, lo: int, hi: int, value: int) -> dcc.Input:
-        return dcc.Input(id=id_, type="number", min=lo, max=hi, value=value, debounce=True, style={"width": "90px"})
-
+    """One number input per registered parameter, with the registry's limits and default."""
     return html.Details([html.Summary("Method parameters", className="hint"), html.Div(className="toolbar", children=[
-        _field("IG steps", number("xp-ig-steps", 2, 256, 32), "110px"),
-        _field("Occlusion window", number("xp-occ-window", 1, 32, 8), "130px"),
-        _field("Occlusion stride", number("xp-occ-stride", 1, 32, 4), "130px"),
-    ])])
+        _field(p.label, dcc.Input(id=f"xp-param-{p.name}", type="number", min=p.lo, max=p.hi, step=1, value=p.default,
+                                  debounce=True, style={"width": "90px"}), "130px")
+        for p in PAGE_PARAMS])])
 
 
 def layout(store) -> html.Div:
@@ -102,13 +99,14 @@ def layout(store) -> html.Div:
                 html.H3("Why this prediction"),
                 html.Div(className="toolbar", children=[
                     _field("Method", dcc.Dropdown(id="xp-method", value="gradcam", clearable=False,
-                                                  options=_method_options())),
+                                                  options=method_options())),
                     _field("Target class", dcc.Dropdown(id="xp-target", value="pred", clearable=False)),
                     _field("Grad-CAM layer", dcc.Dropdown(id="xp-cam-layer", clearable=False), "280px"),
                     _field("Heatmap opacity", dcc.Slider(id="xp-opacity", min=0, max=1, step=0.05, value=0.5,
                                                          marks={0: "0", 0.5: "0.5", 1: "1"}), "200px"),
                 ]),
                 _method_parameters(),
+                html.Div(id="xp-method-note", className="hint"),
                 html.Div(id="xp-explain-error", role="alert", style={"color": "#c0392b"}),
                 html.Img(id="gradcam-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="attribution overlay",
                          style=_IMG),
@@ -119,6 +117,7 @@ def layout(store) -> html.Div:
                     html.Progress(id="xp-precompute-progress", value="0", max="100",
                                   style={"width": "240px", "marginLeft": "12px", "verticalAlign": "middle"}),
                     html.Span(id="xp-precompute-status", className="hint", style={"marginLeft": "10px"}),
+                    html.Div(id="xp-precompute-note", className="hint", role="status"),
                 ]),
             ]),
         ]),
@@ -146,11 +145,12 @@ def target_options(class_names: list[str]) -> list[dict]:
         {"label": f"{i}: {n}", "value": str(i)} for i, n in enumerate(class_names)]
 
 
-def detail_children() -> list:
-    """Controls + overlay placed in the errors view's ``detail-explain`` for a gallery image."""
+def detail_children(unavailable: dict[str, str] | None = None) -> list:
+    """Controls + overlay placed in the errors view's ``detail-explain`` for a gallery image;
+    ``unavailable``: method -> why this run's model does not support it."""
     return [
         html.Div(className="toolbar", children=[
-            dcc.Dropdown(id="xp-detail-method", value="gradcam", clearable=False, options=_method_options(),
+            dcc.Dropdown(id="xp-detail-method", value="gradcam", clearable=False, options=method_options(unavailable),
                          style={"width": "200px"}),
             dcc.RadioItems(id="xp-detail-target", value="pred", inline=True, className="radio", options=[
                 {"label": "predicted", "value": "pred"}, {"label": "true", "value": "true"},
@@ -162,7 +162,7 @@ def detail_children() -> list:
 
 
 def register_callbacks(app, store) -> None:
-    cache = lambda: explain_spec.explain_cache()  # noqa: E731 - opened lazily, once per worker process
+    cache = lambda: explain_cache()  # noqa: E731 - opened lazily, once per worker process
     app.clientside_callback(_UPLOAD_GUARD_JS, Output("xp-upload-guard", "data"), Input("xp-upload-limit", "data"))
 
     @app.callback(Output("xp-target", "options"), Output("xp-cam-layer", "options"),
@@ -201,13 +201,13 @@ def register_callbacks(app, store) -> None:
                   Output("xp-source-label", "children"), Output("xp-explain-error", "children"),
                   Output("xp-contrast", "children"),
                   Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
-                  Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("xp-ig-steps", "value"),
-                  Input("xp-occ-window", "value"), Input("xp-occ-stride", "value"), Input("view-tabs", "value"))
-    def render(source, method, target, layer, opacity, steps, window, stride, tab):
+                  Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("view-tabs", "value"),
+                  *[Input(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS])
+    def render(source, method, target, layer, opacity, tab, *values):
         if tab != TAB:  # every tab's callbacks fire on page load; this one would load torch and a model
             raise PreventUpdate
         controls = Controls(method or "gradcam", target or "pred", layer, opacity if opacity is not None else 0.5,
-                            steps or 32, window or 8, stride or 4)
+                            {p.name: v for p, v in zip(PAGE_PARAMS, values)})
         panel = build_panel(store, source, controls, cache())
         if panel.error:
             return "", empty_figure("", height=260), "", panel.input_src, "", panel.error, []
@@ -216,6 +216,21 @@ def register_callbacks(app, store) -> None:
             html.Figcaption(caption, className="hint")]) for caption, src in panel.contrast]
         return (panel.label, probabilities_figure(panel.probs, panel.class_names, panel.pred, panel.true),
                 panel.overlay_src, panel.input_src, panel.description, "", tiles)
+
+    @app.callback(Output("xp-method", "options"), Output("xp-method-note", "children"),
+                  Output("xp-precompute-note", "children"), Input("run-select", "value"), Input("view-tabs", "value"),
+                  Input("xp-precompute-status", "children"))
+    def on_model(run_name, tab, _precomputed):
+        """Disable the methods this run's model does not support, saying why; flag an unusable gradcam.npz
+        (again once the precompute button has rewritten it)."""
+        if tab != TAB:
+            raise PreventUpdate
+        from .. import explain
+
+        run = store.get(run_name)
+        unavailable = explain.unavailable_methods(run)
+        note = " ".join(f"{METHODS[m].label} is unavailable: {reason}." for m, reason in unavailable.items())
+        return method_options(unavailable), note, precomputed_problem(run) or ""
 
     @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
                   Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"),
@@ -244,7 +259,9 @@ def register_callbacks(app, store) -> None:
     def detail(selected):
         if not selected:
             return []
-        return detail_children()
+        from .. import explain
+
+        return detail_children(explain.unavailable_methods(store.get(selected["run"])))
 
     @app.callback(Output("xp-detail-overlay", "src"), Output("xp-detail-caption", "children"),
                   Input("xp-detail-method", "value"), Input("xp-detail-target", "value"),
@@ -261,7 +278,7 @@ def register_callbacks(app, store) -> None:
         if contrast:
             caption, src = panel.contrast[2]
             return src, caption
-        return panel.overlay_src, f"{explain_spec.METHODS[method or 'gradcam']} for the {target} class"
+        return panel.overlay_src, f"{METHODS[method or 'gradcam'].label} for the {target} class"
 
     _register_precompute(app, store)
 
@@ -271,7 +288,7 @@ def _register_precompute(app, store) -> None:
     import diskcache
     from dash import DiskcacheManager
 
-    manager = DiskcacheManager(diskcache.Cache(str(explain_spec.cache_dir() / "jobs")))
+    manager = DiskcacheManager(diskcache.Cache(str(cache_dir() / "jobs")))
 
     @app.callback(Output("xp-precompute-status", "children"), Input("xp-precompute", "n_clicks"),
                   State("run-select", "value"), background=True, manager=manager, prevent_initial_call=True,

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from .. import uploads
 from ..explain_spec import Settings, layer_shape, parse_target
+from ..methods import METHODS
 from ..overlay import data_url, image_png, overlay_png
 
 
@@ -29,13 +30,29 @@ class Controls:
     target: str = "pred"       # "pred", "true" or a class index as text
     layer: str | None = None   # Grad-CAM layer; None = the run's default
     opacity: float = 0.5
-    ig_steps: int = 32
-    window: int = 8
-    stride: int = 4
+    params: dict = field(default_factory=dict)  # registry parameter name -> value (None or absent: its default)
 
     def settings(self) -> Settings:
-        return Settings(method=self.method, layer=self.layer or None, ig_steps=int(self.ig_steps),
-                                window=int(self.window), stride=int(self.stride))
+        # a number input may hand over 8.0; anything else non-integral is left for Settings to refuse
+        params = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+                  for k, v in self.params.items() if v is not None}
+        return Settings(self.method, self.layer or None, **params)
+
+
+def method_options(unavailable: dict[str, str] | None = None) -> list[dict]:
+    """Dropdown options for every registered method; those in ``unavailable`` (method -> reason) are
+    disabled, with the reason as their tooltip."""
+    unavailable = unavailable or {}
+    return [{"label": m.label + (" (not for this model)" if name in unavailable else ""), "value": name,
+             "disabled": name in unavailable, "title": unavailable.get(name, _shown(m))}
+            for name, m in METHODS.items()]
+
+
+def _shown(method) -> str:
+    """What the map of ``method`` shows, for its tooltip."""
+    if method.signed:
+        return f"{method.label}: signed attribution, shown as {method.shown_as}"
+    return f"{method.label}: {method.shown_as or 'non-negative map'}"
 
 
 @dataclass
