@@ -200,14 +200,21 @@ def test_summary_is_stored_beside_the_predictions_and_read_back(pred, tmp_path, 
     p2 = analysis.Predictions(pred.key + ":roundtrip", pred.labels, pred.probs)
     first = summaries.summary(p2, names, run_dir)          # computes and writes RUN_DIR/summary.json
     stored = json.loads((run_dir / summaries.SUMMARY_FILE).read_text())
-    assert stored["key"] == summaries.summary_key(p2, names) and not (tmp_path / "cache").exists()
+    weights, fingerprint = p2.key.split(":", 1)
+    assert stored["artifact"]["file"] == "summary.json" and stored["artifact"]["version"] == summaries.SUMMARY.version
+    assert (stored["artifact"]["weights"], stored["artifact"]["test_set"]) == (weights, fingerprint)
+    assert not (tmp_path / "cache").exists()
     summaries.summary.cache_clear()
     assert _same(summaries.summary(p2, names, run_dir), fresh) and _same(first, fresh)  # read back
     # other weights (another key): the file is not trusted, and it is replaced
     summaries.summary.cache_clear()
     p3 = analysis.Predictions(pred.key + ":other", pred.labels, np.roll(pred.probs, 1, axis=1))
     assert not _same(summaries.summary(p3, names, run_dir), fresh)
-    assert json.loads((run_dir / summaries.SUMMARY_FILE).read_text())["key"] == summaries.summary_key(p3, names)
+    assert json.loads((run_dir / summaries.SUMMARY_FILE).read_text())["artifact"]["test_set"] == p3.key.split(":", 1)[1]
+    # renamed classes: the stored file is refused (bound to the class names) and replaced
+    summaries.summary.cache_clear()
+    renamed = tuple(f"c{c}" for c in range(pred.num_classes))
+    assert [r["class"] for r in summaries.summary(p3, renamed, run_dir).per_class] == list(renamed)
 
 
 def test_summary_falls_back_to_the_user_cache_when_the_run_is_not_writable(pred, tmp_path, monkeypatch):
@@ -220,7 +227,7 @@ def test_summary_falls_back_to_the_user_cache_when_the_run_is_not_writable(pred,
     names = tuple(str(c) for c in range(pred.num_classes))
     p2 = analysis.Predictions(pred.key + ":readonly", pred.labels, pred.probs)
     got = summaries.summary(p2, names, run_dir)
-    assert len(list((tmp_path / "cache" / "analysis").glob("summary-*.json"))) == 1
+    assert len(list((tmp_path / "cache" / "analysis").glob("*/summary.json"))) == 1
     summaries.summary.cache_clear()
     assert _same(summaries.summary(p2, names, run_dir), got)  # read from the user cache
 

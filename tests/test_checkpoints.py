@@ -4,7 +4,6 @@ This ties the numbers committed in meta.json/predictions.npz to the committed we
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -49,9 +48,10 @@ def test_shipped_summary_is_what_its_predictions_give(run_dir):
     names = tuple(run.class_names)
     p = analysis.Predictions(analysis.content_key(run.meta), run.predictions["label"].astype(np.int64),
                              softmax(run.predictions["logits"]))
-    stored = json.loads((run_dir / summaries.SUMMARY_FILE).read_text())
-    assert stored["key"] == summaries.summary_key(p, names), "stale summary.json: delete it and open the dashboard"
-    got, want = summaries.RunSummary.from_json(stored["summary"]), summaries.compute_summary(p, names)
+    from trainer.artifacts import read
+
+    stored = read(run_dir, summaries.SUMMARY, run.meta)  # refused when stale: delete it and open the dashboard
+    got, want = summaries.RunSummary.from_json(stored), summaries.compute_summary(p, names)
     assert np.array_equal(got.cm, want.cm) and got.pairs == want.pairs
     assert got.overall == pytest.approx(want.overall)
     scores = ("precision", "recall", "f1")

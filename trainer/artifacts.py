@@ -48,6 +48,7 @@ BINDINGS: dict[str, tuple[Callable[[dict], str], str]] = {
     "test_set": (lambda meta: meta["dataset"]["fingerprint"], "test set"),
     "preprocessing": (_preprocessing, "architecture and preprocessing"),
     "gradcam_layer": (lambda meta: meta["gradcam_layer"], "Grad-CAM layer"),
+    "classes": (lambda meta: hashlib.sha256(json.dumps(meta["class_names"]).encode()).hexdigest(), "class names"),
 }
 
 

@@ -2,33 +2,41 @@
 
 A :class:`RunSummary` is everything the overview and the confusion view show.
 Computing it takes scikit-learn (~1.5 s to import here) and ~0.1 s per run, so it
-is stored and only read at start-up:
+is stored and only read at start-up, as the derived run file :data:`SUMMARY`
+(:mod:`trainer.artifacts`: one declaration, atomic writes, a header binding it to
+the weights, the test set and the class names):
 
 1. ``RUN_DIR/summary.json``: beside ``predictions.npz``, so it travels with the run
    (the shipped runs carry theirs); written there when the folder is writable;
-2. else ``$XAI_CACHE_DIR/analysis/summary-<key>.json`` (default ``~/.cache/xai-dashboard``).
+2. else ``$XAI_CACHE_DIR/analysis/<key>/summary.json`` (default ``~/.cache/xai-dashboard``).
 
-Both files carry the key they were computed for: the summary format version, the
-weights' sha256, the dataset fingerprint and the class names. A file with any
-other key (new weights, other data, an older format) is ignored and replaced.
+A file bound to anything else (new weights, other data, renamed classes, an older
+format) is refused by the artifact reader; the reason is logged and the summary is
+recomputed and replaced.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from trainer.artifacts import ArtifactError, declare, read, write
+
 from .analysis import (
     Predictions, confusion, most_confused_pairs, overall_metrics, per_class_metrics, predictions_of,
     reliability, roc_pr_curves,
 )
 
-SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 3  # bump when RunSummary's contents change, so older files are ignored
+# 4: stored through trainer.artifacts (3: balanced accuracy, MCC, majority baseline, found counts)
+SUMMARY = declare("summary.json", version=4, kind="json", binds=("weights", "test_set", "classes"),
+                  producer="xai-dashboard {run}")
+SUMMARY_FILE = SUMMARY.name
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,45 +72,52 @@ def compute_summary(p: Predictions, class_names: tuple[str, ...]) -> RunSummary:
 
 
 def summary_key(p: Predictions, class_names: tuple[str, ...]) -> str:
-    return hashlib.sha256(json.dumps([SUMMARY_VERSION, p.key, list(class_names)]).encode()).hexdigest()[:24]
+    """Names the user-cache copy: the summary version, the content key and the class names."""
+    return hashlib.sha256(json.dumps([SUMMARY.version, p.key, list(class_names)]).encode()).hexdigest()[:24]
 
 
-def summary_paths(p: Predictions, class_names: tuple[str, ...], run_dir: Path | None) -> list[Path]:
-    """Where the summary may be stored, in the order they are read and tried for writing."""
+def summary_dirs(p: Predictions, class_names: tuple[str, ...], run_dir: Path | None) -> list[Path]:
+    """Folders that may hold the summary, in the order they are read and tried for writing."""
     from trainer.sources import CACHE_DIR
 
-    cached = Path(CACHE_DIR) / "analysis" / f"summary-{summary_key(p, class_names)}.json"
-    return ([Path(run_dir) / SUMMARY_FILE] if run_dir is not None else []) + [cached]
+    cached = Path(CACHE_DIR) / "analysis" / summary_key(p, class_names)
+    return ([Path(run_dir)] if run_dir is not None else []) + [cached]
 
 
-def _read(path: Path, key: str) -> RunSummary | None:
+def binding_meta(p: Predictions, class_names: tuple[str, ...]) -> dict:
+    """The ``meta.json`` fields the summary is bound to, recovered from ``p.key``
+    (:func:`.analysis.content_key`: ``"<weights sha256>:<test-set fingerprint>"``)."""
+    weights, _, fingerprint = p.key.partition(":")
+    return {"weights_sha256": weights, "dataset": {"fingerprint": fingerprint}, "class_names": list(class_names)}
+
+
+def _stored(folder: Path, meta: dict) -> RunSummary | None:
     try:
-        d = json.loads(path.read_text())
-        return RunSummary.from_json(d["summary"]) if d.get("key") == key else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+        data = read(folder, SUMMARY, meta, missing_ok=True)
+        return None if data is None else RunSummary.from_json(data)
+    except ArtifactError as e:  # stale or foreign: say why, then recompute and replace it
+        log.info("%s", e)
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("%s: unreadable summary (%s); recomputing", folder / SUMMARY.name, e)
+    return None
 
 
 @lru_cache(maxsize=16)
 def summary(p: Predictions, class_names: tuple[str, ...], run_dir: Path | None = None) -> RunSummary:
-    """:func:`compute_summary`, memoised in memory and in the first writable of :func:`summary_paths`.
+    """:func:`compute_summary`, memoised in memory and in the first writable of :func:`summary_dirs`.
 
     A restarted dashboard (or a new gunicorn worker) thus answers its first page without
     recomputing anything or importing scikit-learn; no writable place only costs the work.
     """
-    from trainer.rundir import write_json
-
-    key, paths = summary_key(p, class_names), summary_paths(p, class_names, run_dir)
-    for path in paths:
-        found = _read(path, key)
+    meta, folders = binding_meta(p, class_names), summary_dirs(p, class_names, run_dir)
+    for folder in folders:
+        found = _stored(folder, meta)
         if found is not None:
             return found
     result = compute_summary(p, class_names)
-    record = {"key": key, "version": SUMMARY_VERSION, "predictions": p.key, "class_names": list(class_names),
-              "summary": result.to_json()}
-    for path in paths:
+    for folder in folders:
         try:
-            write_json(path, record)
+            write(folder, SUMMARY, meta, result.to_json())
             break
         except OSError:
             continue
