@@ -92,3 +92,40 @@ def test_route_rejects_unknown_runs_and_indices(client):
     assert c.get("/img/demo/5.png").status_code == 404
     assert c.get("/img/demo/-1.png").status_code == 404
     assert _decode(c.get("/img/demo/0.png?size=99999").data).shape[0] == images.MAX_SIZE
+
+
+def test_route_404s_every_other_img_url_and_shortens_what_it_echoes(client):
+    c, _ = client
+    for path in ("/img/", "/img/demo", "/img/demo/abc.png", "/img/demo/1.jpg", "/img/a/b/1.png"):
+        assert c.get(path).status_code == 404, path
+    r = c.get("/img/" + "n" * 60_000 + "/0.png")
+    assert r.status_code == 404 and b"n" * 80 + b"... (60,000 characters)" in r.data and b"n" * 81 not in r.data
+
+
+def test_shown_shortens_long_values():
+    assert images.shown("short") == "short"
+    assert images.shown("x" * 81) == "x" * 80 + "... (81 characters)"
+
+
+def test_byte_lru_is_bounded_in_bytes_and_keeps_recent_entries():
+    lru = images.ByteLRU(1000)
+    for i in range(10):
+        lru.put(i, bytes(300))
+        assert lru.nbytes <= 1000
+    assert len(lru) == 3 and lru.get(0) is None and lru.get(9) is not None
+    lru.get(7)  # touched: survives the next insertion, 8 (least recent) does not
+    lru.put("new", bytes(300))
+    assert lru.get(7) is not None and lru.get(8) is None
+    lru.put("huge", bytes(5000))  # larger than the whole budget: not kept, nothing evicted
+    assert lru.get("huge") is None and len(lru) == 3
+    lru.put("new", bytes(10))  # replacing an entry accounts for the old size
+    assert lru.nbytes == 610
+
+
+def test_thumbnail_cache_stays_within_its_byte_budget(monkeypatch):
+    monkeypatch.setattr(images, "THUMBNAILS", images.ByteLRU(2 * 2**20))
+    px = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    data = images.ImageSet("fp-budget", px)
+    sizes = [len(images.thumbnail_png(data, i, 500)) for i in range(40)]  # noisy 500 px PNGs, ~100+ KB each
+    assert sum(sizes) > 4 * 2**20  # more than twice the budget went through the cache ...
+    assert images.THUMBNAILS.nbytes <= 2 * 2**20 and len(images.THUMBNAILS) < 40  # ... and it kept under it

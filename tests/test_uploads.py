@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
-import time
+import subprocess
+import sys
+import threading
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from trainer.preprocess import pil_to_array
 from xai_dashboard import uploads
@@ -40,6 +44,17 @@ def png_declaring(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
             + chunk(b"IEND", b""))
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A valid 16 x 16 JPEG whose frame header is patched to claim width x height: ~800 bytes of
+    data for 49 megapixels, which libjpeg would "decode" by padding with grey."""
+    data = bytearray(encode(rgb(16, 16), "JPEG"))
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC2):  # walk the segments to the frame header
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    data[i + 5:i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -93,9 +108,15 @@ def test_exif_rotation_is_applied():
 def bad_inputs() -> dict[str, tuple[bytes, int, str]]:
     """name -> (bytes, expected status, expected words in the message)."""
     good = encode(rgb())
+    jpeg, webp = encode(rgb(400, 300), "JPEG"), encode(rgb(400, 300), "WEBP")
+    progressive = encode(rgb(400, 300), "JPEG", progressive=True)
     return {
         "empty.png": (b"", 400, "empty"),
         "truncated.png": (good[: len(good) // 2], 400, "truncated"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], 400, "truncated"),
+        "truncated-progressive.jpg": (progressive[: len(progressive) // 2], 400, "truncated"),
+        "truncated.webp": (webp[: len(webp) // 2], 400, "corrupt"),
+        "claims7000.jpg": (jpeg_declaring(7000, 7000), 400, "cannot hold the 7000x7000 pixels"),
         "random.png": (RNG.bytes(4096), 415, "PNG, JPEG or WebP"),
         "notes.txt": (b"just some text\n" * 20, 415, "PNG, JPEG or WebP"),
         "drawing.svg": (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="9" height="9">'
@@ -111,20 +132,130 @@ def bad_inputs() -> dict[str, tuple[bytes, int, str]]:
 @pytest.mark.parametrize("name", list(bad_inputs()))
 def test_bad_inputs_are_refused(name):
     data, status, words = bad_inputs()[name]
-    start = time.perf_counter()
     with pytest.raises(UploadError) as e:
         decode_image(data, META3)
-    assert time.perf_counter() - start < 1.0
     assert e.value.status == status and words.lower() in str(e.value).lower(), str(e.value)
 
 
 def test_bomb_is_rejected_without_decoding(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("bomb pixels were decoded"))
     for w, h in ((10_000, 10_000), (8_000, 7_000)):
-        start = time.perf_counter()
         with pytest.raises(UploadError) as e:
             decode_image(png_declaring(w, h), META3)
-        assert e.value.status == 400 and time.perf_counter() - start < 1.0
+        assert e.value.status == 400
+    with pytest.raises(UploadError) as e:
+        decode_image(jpeg_declaring(7000, 7000), META3)
+    assert e.value.status == 400 and "truncated or damaged" in str(e.value)
+
+
+def test_memory_budget_is_checked_before_decoding(monkeypatch):
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("over-budget pixels were decoded"))
+    rgba = encode(Image.new("RGBA", (1000, 1000)))  # 4 bytes a pixel + a premultiplied copy: 8 MB
+    with pytest.raises(UploadError) as e:
+        decode_image(rgba, META3, max_decode=7 * 2**20)
+    assert e.value.status == 413 and "would take 8 MB" in str(e.value) and "limit is 7 MB" in str(e.value)
+    monkeypatch.setenv(uploads.MAX_DECODE_ENV, "2")
+    with pytest.raises(UploadError, match="limit is 2 MB"):
+        decode_image(encode(Image.new("L", (1500, 1500))), META3)
+
+
+def test_jpegs_are_budgeted_at_their_draft_scale(monkeypatch):
+    """A 4000 x 3000 JPEG needs 48 MB decoded in full, but only 0.8 MB at the 1/8 scale a 32 px run needs."""
+    big = encode(rgb(4000, 3000), "JPEG", quality=30)
+    assert decode_image(big, META3, max_decode=2**20).shape == (3, 32, 32)
+    with pytest.raises(UploadError) as e:
+        decode_image(big, {"input_size": 1000, "in_channels": 3}, max_decode=2**20)
+    assert e.value.status == 413
+
+
+def test_truncated_images_stay_refused_after_importing_everything():
+    import trainer.cli  # noqa: F401 - anything that might flip Pillow's global
+    import xai_dashboard.app  # noqa: F401
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    good = encode(rgb())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+        with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+            decode_image(good, META3)
+
+
+def test_busy_decoder_answers_503(monkeypatch):
+    monkeypatch.setattr(uploads, "DECODE_WAIT_S", 0.05)
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(uploads, "_DECODE_SLOTS", slots)
+    slots.acquire()  # another request is decoding
+    with pytest.raises(UploadError) as e:
+        decode_image(encode(rgb()), META3)
+    assert e.value.status == 503 and "busy" in str(e.value)
+    slots.release()
+    assert decode_image(encode(rgb()), META3).shape == (3, 32, 32)
+    assert slots.acquire(blocking=False)  # the slot was given back
+
+
+def test_16bit_greyscale_is_rescaled_like_the_float_reference():
+    rng = np.random.default_rng(3)
+    arr = (rng.random((300, 200)) * 4000).astype(np.uint16)  # 12-bit data in a 16-bit PNG
+    img = Image.fromarray(arr)
+    want = Image.fromarray((arr * (255.0 / arr.max())).astype(np.uint8))
+    got = pil_to_array(img, 32, 1)
+    ref = pil_to_array(want, 32, 1)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 2  # reduce-then-scale vs scale-then-reduce
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_shrinking_first_matches_a_direct_resize(fmt):
+    """Draft/reduce before the resize keep 8x the input size, so a large photo gives what resizing
+    the whole decoded image (the preprocessing runs were trained with) gives, within 1 grey level."""
+    y, x = np.mgrid[0:1500, 0:2000]
+    photo = np.stack([(np.sin(x / 50) + 1) * 120, (np.cos(y / 70) + 1) * 120, (x + y) / 3500 * 255], -1)
+    data = encode(Image.fromarray(photo.astype(np.uint8)), fmt)
+    for size, mode in ((32, "RGB"), (32, "L"), (64, "RGB")):
+        full = Image.open(io.BytesIO(data)).convert(mode)  # decoded in full, then resized once
+        want = np.asarray(ImageOps.fit(full, (size, size), method=Image.Resampling.BILINEAR), dtype=int)
+        got = decode_image(data, {"input_size": size, "in_channels": len(mode)}).transpose(1, 2, 0)
+        got = got[:, :, 0] if mode == "L" else got
+        assert np.abs(got.astype(int) - want).max() <= 1, (size, mode)
+
+
+# One decode per fresh interpreter, its peak read from VmHWM (the high-water RSS of this process's
+# own memory map). Not ru_maxrss: Linux carries that over from the parent through fork and exec, and
+# the parent (pytest, which just built 7000 x 7000 arrays) is bigger than the child ever gets.
+_MEASURE = """
+import json, sys
+from xai_dashboard import uploads
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+data = open(sys.argv[1], "rb").read()
+before = hwm()
+shape = list(uploads.decode_image(data, {"input_size": 32, "in_channels": 3}).shape)
+print(json.dumps({"shape": shape, "mb": hwm() - before}))
+"""
+
+
+def worst_case_uploads() -> dict[str, bytes]:
+    """The issue's 95 KB 16-bit 7000 x 7000 PNG, and RGB/RGBA PNGs just inside the default decode budget."""
+    deep = np.zeros((7000, 7000), np.uint16)
+    deep[:100, :100] = 60000
+    budget = uploads.DEFAULT_DECODE_MB * 2**20
+    side_rgb, side_rgba = int((budget / 4) ** 0.5) - 8, int((budget / 8) ** 0.5) - 8
+    return {"16bit-7000.png": encode(Image.fromarray(deep), compress_level=9),
+            "rgb-budget.png": encode(Image.new("RGB", (side_rgb, side_rgb), (200, 30, 30)), compress_level=9),
+            "rgba-budget.png": encode(Image.new("RGBA", (side_rgba, side_rgba), (0, 0, 255, 90)), compress_level=9)}
+
+
+@pytest.mark.parametrize("name", ["16bit-7000.png", "rgb-budget.png", "rgba-budget.png"])
+def test_worst_case_accepted_upload_peaks_under_200_mb(name, tmp_path):
+    data = worst_case_uploads()[name]
+    assert len(data) < 200 * 1024  # tiny files: the cost is all in the pixels they declare
+    (tmp_path / name).write_bytes(data)
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / name)], cwd=root,
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["shape"] == [3, 32, 32]
+    assert 20 <= result["mb"] <= 200, result  # >= 20: the pixels really were decoded and measured
 
 
 def test_size_limit_and_data_urls(monkeypatch):

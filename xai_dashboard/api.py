@@ -9,19 +9,30 @@ Size limits: API requests may carry the upload limit plus a little multipart
 overhead (set per request); ``MAX_CONTENT_LENGTH`` for the whole server is
 larger because dcc.Upload posts the file base64-encoded inside the callback's
 JSON, and an upload must reach the upload callback to get its own message.
+Form fields other than the file are limited by Flask's ``MAX_FORM_MEMORY_SIZE``
+(500 KB); a 413 names whichever limit applied.
+
+Error messages quote what the client sent, shortened to 80 characters
+(:func:`.images.shown`). Labels in response headers (``X-Prediction``,
+``X-Target``) are printable ASCII with ``?`` for anything else; the exact
+label is in ``X-Prediction*``/``X-Target*`` as an RFC 8187 ext-value
+(``UTF-8''%E7%8C%AB``), since a header value is Latin-1 on the wire.
 
 Handlers that run a model import :mod:`.explain` (torch, Captum) when first
 called, so registering the API costs nothing at start-up.
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import uploads
-from .explain_spec import METHODS, ExplainError, Settings, explain_cache, parse_target
+from .cache import explain_cache
+from .explain_spec import METHODS, ExplainError, Settings, parse_target
 from .gradcam_file import load_precomputed
-from .images import DETAIL_SIZE, clamp_size
+from .images import DETAIL_SIZE, clamp_size, shown
 from .overlay import DEFAULT_COLORMAP, overlay_png
 
 MULTIPART_SLACK = 64 * 1024
@@ -37,6 +48,38 @@ class ApiError(Exception):
 
 def error(message: str, status: int) -> tuple[Response, int]:
     return jsonify({"error": message}), status
+
+
+def label_headers(name: str, label: str) -> dict[str, str]:
+    """``{name: printable-ASCII fallback, name + "*": RFC 8187 ext-value}`` for a label in a response header.
+
+    WSGI headers are Latin-1: a class name such as 猫 hung werkzeug's dev server for 60 s and made
+    gunicorn answer 500, and a newline would be a header injection. ``?`` stands in for anything else.
+    """
+    fallback = "".join(c if " " <= c <= "~" else "?" for c in label.replace("\u2212", "-"))
+    return {name: fallback, f"{name}*": "UTF-8''" + quote(label, safe="")}
+
+
+def clip_echoes(message: str, values) -> str:
+    """``message`` with every over-long client ``values`` it repeats shortened (:func:`.images.shown`):
+    the store and :mod:`.explain_spec` quote what they were given, a 60 KB run name included."""
+    for value in set(values):
+        if isinstance(value, str) and value != shown(value):
+            message = message.replace(repr(value), repr(shown(value))).replace(value, shown(value))
+    return message
+
+
+def too_large_message(upload_limit: int) -> str:
+    """Why werkzeug raised RequestEntityTooLarge for the current request, naming the limit that applied."""
+    length, cap = request.content_length, request.max_content_length
+    if length is not None and cap is not None and length > cap:
+        what = f"the request is {length:,} bytes; this endpoint accepts {cap:,}"
+        if request.path.startswith("/api/"):
+            what += f" (uploads are limited to {upload_limit / 2**20:.0f} MB)"
+    else:  # werkzeug's form parser: a text field over max_form_memory_size, or too many parts
+        what = (f"a form field other than the file is over {request.max_form_memory_size:,} bytes, or the "
+                f"form has more than {request.max_form_parts:,} parts")
+    return f"request too large: {what}"
 
 
 def run_summary(run) -> dict:
@@ -81,20 +124,18 @@ def _float_field(form, name: str, default: float, lo: float, hi: float) -> float
 
 
 def settings_from_form(form, meta: dict) -> Settings:
-    """Form fields method, layer, steps, internal_batch_size, window, stride -> resolved Settings."""
-    d = Settings()
-    return Settings(
-        method=form.get("method") or d.method, layer=form.get("layer") or None,
-        ig_steps=_int_field(form, "steps", d.ig_steps),
-        internal_batch_size=_int_field(form, "internal_batch_size", d.internal_batch_size),
-        window=_int_field(form, "window", d.window), stride=_int_field(form, "stride", d.stride),
-    ).resolved(meta)
+    """Form fields ``method``, ``layer`` and the chosen method's parameters, under their API names from
+    the registry (:mod:`.methods`: ``steps`` for IG's ``ig_steps``) -> resolved Settings.
+    Fields of other methods are ignored, as a page may send them all."""
+    method = form.get("method") or Settings().method
+    params = {p.name: _int_field(form, p.field, p.default) for p in getattr(METHODS.get(method), "params", ())}
+    return Settings(method, form.get("layer") or None, **params).resolved(meta)
 
 
 def register_api(server, store, *, max_upload_bytes: int | None = None, cache=None) -> None:
     """Add the ``/api`` routes and JSON error handlers to Flask ``server``, answering from RunStore ``store``.
 
-    ``cache``: a diskcache.Cache for maps; default :func:`.explain_spec.explain_cache`, opened
+    ``cache``: a diskcache.Cache for maps; default :func:`.cache.explain_cache`, opened
     on first use (so each gunicorn worker opens its own after the fork).
     """
     limit = max_upload_bytes or uploads.max_upload_bytes()
@@ -141,7 +182,7 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
         form = request.form
         fmt = (form.get("format") or "png").lower()
         if fmt not in FORMATS:
-            raise ApiError(f"unknown format {fmt!r}; use png or json")
+            raise ApiError(f"unknown format {shown(fmt)!r}; use png or json")
         settings = settings_from_form(form, run.meta)
         alpha = _float_field(form, "alpha", 0.5, 0.0, 1.0)
         image = read_image(run)
@@ -165,9 +206,8 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
             size = clamp_size(form.get("size"), DETAIL_SIZE)
             png = overlay_png(image, heat, alpha, size, DEFAULT_COLORMAP)
             return Response(png, mimetype="image/png", headers={
-                "X-Prediction": names[pred], "X-Confidence": f"{probs[pred]:.6f}",
-                "X-Target": target_label.replace("−", "-").encode("ascii", "replace").decode(),
-                "Cache-Control": "no-store"})
+                **label_headers("X-Prediction", names[pred]), **label_headers("X-Target", target_label),
+                "X-Confidence": f"{probs[pred]:.6f}", "Cache-Control": "no-store"})
         return jsonify({
             "run": run.name, "method": settings.method, "layer": settings.layer,
             "target": {"index": list(target) if isinstance(target, tuple) else target, "label": target_label},
@@ -182,13 +222,17 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
     def unknown(rest: str):
         if rest.strip("/") in ENDPOINTS:
             return error(f"/api/{rest.strip('/')} accepts {ENDPOINTS[rest.strip('/')]} only", 405)
-        return error(f"no such endpoint /api/{rest}; available: {', '.join('/api/' + k for k in ENDPOINTS)}", 404)
+        return error(f"no such endpoint /api/{shown(rest)}; available: "
+                     f"{', '.join('/api/' + k for k in ENDPOINTS)}", 404)
 
     @bp.errorhandler(ApiError)
     @bp.errorhandler(uploads.UploadError)
     @bp.errorhandler(ExplainError)
     def known_error(e):
-        return error(str(e), e.status)
+        response, status = error(clip_echoes(str(e), [*request.form.values(), *request.args.values()]), e.status)
+        if status == 503:  # every decode slot busy: a retry in a few seconds will likely get one
+            response.headers["Retry-After"] = "5"
+        return response, status
 
     @bp.errorhandler(HTTPException)
     def http_error(e: HTTPException):
@@ -201,7 +245,7 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
 
     def too_large(_e: RequestEntityTooLarge):
         # App-wide: a too-large Dash callback body gets JSON too, never an HTML error page.
-        return error(f"request too large: uploads are limited to {limit / 2**20:.0f} MB", 413)
+        return error(too_large_message(limit), 413)
 
     server.register_blueprint(bp)
     server.register_error_handler(RequestEntityTooLarge, too_large)

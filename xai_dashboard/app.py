@@ -35,14 +35,23 @@ def _optional_module(name: str):
 
 
 def banner(store: RunStore) -> html.Div:
-    """The visible notice (``id="banner"``): why a run was refused or the demo opened instead."""
+    """The visible notice (``id="banner"``): why runs were refused or the demo opened instead.
+
+    One short sentence per distinct problem, naming the runs it hit and the fix; each
+    run's full reason (paths, field, exception) is folded underneath, so three runs
+    refused for the same reason read as one line rather than three paragraphs.
+    """
     if not store.banner:
         return html.Div(id="banner", className="banner hidden", hidden=True)
-    details = [html.Li([html.B(name), f": {reason}"]) for name, reason in store.skipped.items()]
-    return html.Div(id="banner", className="banner", role="alert", children=[
-        html.Div(store.banner, className="banner-text"),
-        html.Details([html.Summary(f"{len(details)} run(s) not opened"), html.Ul(details)]) if details else None,
-    ])
+    lead = store.note if store.problems else store.note or store.banner
+    lines = [html.P(lead, className="banner-text")] if lead else []
+    for problem in store.problems:
+        lines.append(html.Div(className="banner-problem", children=[
+            html.Span(problem.sentence, className="banner-text"),
+            html.Details([html.Summary("details"), html.Ul([html.Li([html.B(name), f": {reason}"])
+                                                        for name, reason in zip(problem.runs, problem.details)])]),
+        ]))
+    return html.Div(id="banner", className="banner", role="alert", children=lines)
 
 
 def header(store: RunStore) -> html.Header:
@@ -80,6 +89,33 @@ def warm_up(store: RunStore) -> None:
         log.exception("warm-up failed")
 
 
+def add_security_headers(app: dash.Dash) -> None:
+    """Send ``nosniff``, ``X-Frame-Options: DENY``, a referrer policy and a Content-Security-Policy
+    on every response (pages, callbacks, /img, /api, assets).
+
+    Scripts run only from this server and, inline, only Dash's own (its renderer start-up and
+    clientside callbacks, allowed by hash: :meth:`dash.Dash.csp_hashes`, computed at the first
+    response, once every callback is registered). Styles may be inline: Dash components and
+    plotly set ``style`` attributes. Images may be ``data:`` URLs (overlays, uploads).
+    """
+    policy: list[str] = []
+
+    def headers(response):
+        if not policy:
+            policy.append("; ".join([
+                "default-src 'self'", "script-src 'self' " + " ".join(app.csp_hashes()),
+                "style-src 'self' 'unsafe-inline'", "img-src 'self' data: blob:", "font-src 'self' data:",
+                "connect-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
+                "frame-ancestors 'none'"]))
+        response.headers.setdefault("Content-Security-Policy", policy[0])
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    app.server.after_request(headers)
+
+
 def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -> dash.Dash:
     """Build the Dash app for ``run_dirs`` (default: every run under ``checkpoints/``).
 
@@ -110,4 +146,5 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
     api = _optional_module("api")
     if api is not None:
         api.register_api(app.server, store)
+    add_security_headers(app)
     return app

@@ -3,14 +3,17 @@
 Galleries reference images by URL (``/img/<run>/<index>.png?size=96&v=<fp>``)
 instead of shipping base64 in callback payloads: the browser fetches them in
 parallel and caches them, and the gallery callback stays a few kilobytes.
-PNG bytes are memoised per process by ``(dataset fingerprint, index, size)``;
-the same key is the HTTP ETag, so a revalidation costs no encoding at all.
+PNG bytes are memoised per process by ``(dataset fingerprint, index, size)`` in
+a cache bounded in bytes (``$XAI_THUMB_CACHE_MB``, 64 MB); the same key is the
+HTTP ETag, so a revalidation costs no encoding at all.
 """
 from __future__ import annotations
 
 import io
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from urllib.parse import quote
 
 import numpy as np
@@ -18,6 +21,14 @@ from PIL import Image
 
 MIN_SIZE, MAX_SIZE, THUMB_SIZE, DETAIL_SIZE = 8, 512, 96, 256
 CACHE_SECONDS = 7 * 24 * 3600
+THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB = "XAI_THUMB_CACHE_MB", 64
+ECHO_LIMIT = 80  # characters of a user-supplied value an error message may repeat
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as an error message may quote it: at most ``limit`` characters, then the full length."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,10 +90,59 @@ def clamp_size(size: int | str | None, default: int = THUMB_SIZE) -> int:
     return min(max(value, MIN_SIZE), MAX_SIZE)
 
 
-@lru_cache(maxsize=8192)
+class ByteLRU:
+    """A thread-safe least-recently-used map of bytes, bounded by their total length.
+
+    An entry count bounds nothing: a 96 px thumbnail is ~5 KB but a 500 px one ~150 KB, so
+    8,192 entries could hold 1.2 GB per worker. Values larger than the whole budget are not kept.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._items: OrderedDict[object, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self.nbytes += len(value) - (len(old) if old is not None else 0)
+            self._items[key] = value
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self.nbytes -= len(dropped)
+
+
+def _thumb_cache_bytes() -> int:
+    try:
+        mb = float(os.environ.get(THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB))
+    except ValueError:
+        mb = DEFAULT_THUMB_CACHE_MB
+    return int(max(mb, 0) * 2**20)
+
+
+THUMBNAILS = ByteLRU(_thumb_cache_bytes())
+
+
 def thumbnail_png(images: ImageSet, index: int, size: int) -> bytes:
-    """PNG of test image ``index`` scaled to ``size`` px (~2-10 KB at 96 px)."""
-    return encode_png(upscale(to_hwc(images.images[index]), size))
+    """PNG of test image ``index`` scaled to ``size`` px (~2-10 KB at 96 px), memoised in :data:`THUMBNAILS`."""
+    key = (images.key, index, size)
+    png = THUMBNAILS.get(key)
+    if png is None:
+        png = encode_png(upscale(to_hwc(images.images[index]), size))
+        THUMBNAILS.put(key, png)
+    return png
 
 
 def etag(images: ImageSet, index: int, size: int) -> str:
@@ -97,8 +157,9 @@ def image_url(prefix: str, run: str, index: int, size: int, version: str) -> str
 def register_image_route(server, store, prefix: str = "/") -> None:
     """``GET {prefix}img/<run>/<index>.png?size=N`` on a Flask ``server``, reading ``store``.
 
-    404 for an unknown run or an index outside the test set; 304 when the
-    browser's ``If-None-Match`` already names the image.
+    404 for an unknown run, an index outside the test set or any other ``/img/...`` URL (which
+    would otherwise fall through to Dash's catch-all page route); 304 when the browser's
+    ``If-None-Match`` already names the image.
     """
     from flask import abort, request
 
@@ -106,7 +167,7 @@ def register_image_route(server, store, prefix: str = "/") -> None:
         try:
             loaded = store.get(run)
         except KeyError:
-            abort(404, description=f"unknown run {run!r}")
+            abort(404, description=f"unknown run {shown(run)!r}")
         images = image_set_of(loaded)
         if not 0 <= index < len(images):
             abort(404, description=f"index {index} outside the test set (0..{len(images) - 1})")
@@ -125,4 +186,10 @@ def register_image_route(server, store, prefix: str = "/") -> None:
         )
         return resp
 
-    server.add_url_rule(f"{prefix.rstrip('/')}/img/<run>/<int:index>.png", "xai_test_image", serve)
+    def not_an_image(rest: str):
+        abort(404, description=f"no test image at /img/{shown(rest)}; URLs look like /img/<run>/<index>.png")
+
+    root = f"{prefix.rstrip('/')}/img"
+    server.add_url_rule(f"{root}/<run>/<int:index>.png", "xai_test_image", serve)
+    server.add_url_rule(f"{root}/<path:rest>", "xai_not_an_image", not_an_image)
+    server.add_url_rule(f"{root}/", "xai_not_an_image", not_an_image, defaults={"rest": ""})

@@ -10,30 +10,43 @@ the HTTP status the API answers with):
 * decompression bombs: the header's width x height is checked against
   ``max_pixels`` *before* ``load()`` -> 400 in well under a second, and
   Pillow's DecompressionBombWarning is raised as an error as a second line;
-* corrupt or truncated data -> 400 (Pillow raises while decoding).
+* memory: what decoding and preprocessing will hold (header size x bytes a
+  pixel, after a JPEG's ``draft`` scale-down) must fit ``$XAI_MAX_DECODE_MB``
+  (160 MB default) -> 413 before a pixel is decoded;
+* a JPEG too short to hold the pixels it declares (libjpeg would pad it with
+  grey and the model would classify the padding) -> 400;
+* concurrency: at most ``$XAI_MAX_DECODES`` (2) decodes per process at once;
+  others wait up to ``DECODE_WAIT_S`` and then get 503;
+* corrupt or truncated data -> 400 (Pillow raises while decoding; that needs
+  ``ImageFile.LOAD_TRUNCATED_IMAGES`` False, which is checked).
 
-The decoded image then goes through :func:`trainer.preprocess.pil_to_array`
-with the run's ``input_size``/``in_channels``: EXIF rotation, RGBA over white,
-palette, 16-bit and greyscale handling, shorter-side resize and centre crop,
-exactly as the run's own images were prepared.
+The image then goes through :func:`trainer.preprocess.pil_to_array` with the
+run's ``input_size``/``in_channels``: EXIF rotation, RGBA over white, palette,
+16-bit and greyscale handling, shorter-side resize and centre crop, exactly as
+the run's own images were prepared.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import math
 import os
+import threading
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from trainer.preprocess import pil_to_array
+from trainer.preprocess import decode_bytes, draft_for, pil_to_array
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_BYTES_ENV = "XAI_MAX_UPLOAD_MB"
 DEFAULT_MAX_MB = 10
 MAX_PIXELS = 50_000_000  # ~8K x 6K; far below what a 10 MB file could declare in a bomb
+MAX_DECODE_ENV, DEFAULT_DECODE_MB = "XAI_MAX_DECODE_MB", 160  # + interpreter overhead stays < 200 MB
+MAX_DECODES_ENV, DEFAULT_DECODES = "XAI_MAX_DECODES", 2
+DECODE_WAIT_S = 30.0  # a queued upload waits this long for a decode slot, then gets 503
 ACCEPT = "image/png,image/jpeg,image/webp,.png,.jpg,.jpeg,.webp"
 
 # Magic numbers of formats people commonly try, only to word the 415 message.
@@ -42,20 +55,34 @@ _SNIFF = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"%PDF", "PDF"), (b"II*\0", "TIFF")
 
 
 class UploadError(ValueError):
-    """An upload that cannot be used; ``status`` is 400, 413 or 415."""
+    """An upload that cannot be used; ``status`` is 400, 413, 415 or 503."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
 
 
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment; ``default`` when unset, unparsable or <= 0."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def max_upload_bytes() -> int:
     """The upload limit in bytes: ``$XAI_MAX_UPLOAD_MB`` (default 10 MB)."""
-    try:
-        mb = float(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_MB))
-    except ValueError:
-        mb = DEFAULT_MAX_MB
-    return int(mb * 2**20) if mb > 0 else DEFAULT_MAX_MB * 2**20
+    return int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_MB) * 2**20)
+
+
+def max_decode_bytes() -> int:
+    """Memory one decode may hold: ``$XAI_MAX_DECODE_MB`` (default 160 MB)."""
+    return int(_env_number(MAX_DECODE_ENV, DEFAULT_DECODE_MB) * 2**20)
+
+
+# Per process (each gunicorn worker after the fork): N decodes x the budget bounds a worker's upload memory.
+_DECODE_SLOTS = threading.BoundedSemaphore(int(_env_number(MAX_DECODES_ENV, DEFAULT_DECODES)))
 
 
 def _human(n: int) -> str:
@@ -80,32 +107,95 @@ def _unsupported(data: bytes) -> UploadError:
     return UploadError(f"{what}; upload a PNG, JPEG or WebP image", 415)
 
 
-def open_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Bytes -> a fully decoded PIL image (first frame), or :class:`UploadError`."""
+def _open(data: bytes) -> Image.Image:
+    """Parse the header only (nothing decoded yet); unknown formats -> 415, broken headers -> 400."""
+    try:
+        return Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except UnidentifiedImageError:
+        raise _unsupported(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError("image rejected: it declares too many pixels (decompression bomb?)", 400) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UploadError(f"corrupt {_fmt(data)} header: {e}", 400) from None
+
+
+# Huffman-coded frames (baseline, extended, progressive); arithmetic coding has no per-block minimum.
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)
+
+
+def _jpeg_frame_marker(data: bytes) -> int | None:
+    """The SOFn marker byte of a JPEG (walking the segments after SOI), None if not found."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
+            return marker
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _check_jpeg_length(img: Image.Image, data: bytes) -> None:
+    """Huffman coding spends >= 1 bit on the DC coefficient of every 8x8 luma block, so a file with
+    fewer bits than blocks cannot hold the image its header declares: libjpeg would pad the missing
+    data with grey (only a warning) and the model would classify the padding."""
+    if img.format != "JPEG" or _jpeg_frame_marker(data) not in _HUFFMAN_SOF:
+        return
+    w, h = img.size
+    _, hs, vs, _ = img.layer[0]  # (component id, horizontal sampling, vertical sampling, table)
+    hmax, vmax = max(c[1] for c in img.layer), max(c[2] for c in img.layer)
+    blocks = math.ceil(math.ceil(w * hs / hmax) / 8) * math.ceil(math.ceil(h * vs / vmax) / 8)
+    if len(data) * 8 < blocks:
+        raise UploadError(f"corrupt JPEG: {len(data):,} bytes cannot hold the {w}x{h} pixels its header "
+                          f"declares (that needs at least {blocks // 8:,} bytes); the file is truncated or damaged")
+
+
+def _check_memory(img: Image.Image, budget: int) -> None:
+    """Refuse (413) an image whose decoding and preprocessing would hold more than ``budget`` bytes."""
+    need = decode_bytes(img.mode, img.size)
+    if need > budget:
+        w, h = img.size
+        raise UploadError(f"image rejected: decoding this {w}x{h} {img.format} ({img.mode}) would take "
+                          f"{need / 2**20:.0f} MB of memory; the limit is {budget / 2**20:.0f} MB, "
+                          "so downscale it and retry", 413)
+
+
+def _load(img: Image.Image) -> None:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # fail closed: someone's import turned Pillow's guard off
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated uploads would be accepted")
+    try:
+        img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError("image rejected: it declares too many pixels (decompression bomb?)", 400) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise UploadError(f"corrupt or truncated {img.format} image: {e}", 400) from None
+
+
+def open_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int = MAX_PIXELS,
+               size: int | None = None, in_channels: int = 3, max_decode: int | None = None) -> Image.Image:
+    """Bytes -> a decoded PIL image (first frame), or :class:`UploadError`.
+
+    With ``size``, a JPEG is decoded at the smallest DCT scale that keeps 2 x ``size`` px
+    (:func:`trainer.preprocess.draft_for`); the memory check applies to what is really decoded.
+    """
     check_size(len(data), max_bytes or max_upload_bytes())
     # catch_warnings is process-wide, not per thread; the explicit pixel check
     # below is the real guard, this only turns Pillow's own warning into an error.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = _open(data)
         try:
-            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
-        except UnidentifiedImageError:
-            raise _unsupported(data) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UploadError("image rejected: it declares too many pixels (decompression bomb?)", 400) from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise UploadError(f"corrupt {_fmt(data)} header: {e}", 400) from None
-        w, h = img.size
-        if w < 1 or h < 1 or w * h > max_pixels:
+            w, h = img.size
+            if w < 1 or h < 1 or w * h > max_pixels:
+                raise UploadError(f"image rejected: {w}x{h} = {w * h / 1e6:.0f} megapixels is over the "
+                                  f"{max_pixels / 1e6:.0f} megapixel limit", 400)
+            _check_jpeg_length(img, data)
+            if size:
+                draft_for(img, size, in_channels)
+            _check_memory(img, max_decode or max_decode_bytes())
+            _load(img)
+        except BaseException:
             img.close()
-            raise UploadError(f"image rejected: {w}x{h} = {w * h / 1e6:.0f} megapixels is over the "
-                              f"{max_pixels / 1e6:.0f} megapixel limit", 400)
-        try:
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UploadError("image rejected: it declares too many pixels (decompression bomb?)", 400) from None
-        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-            raise UploadError(f"corrupt or truncated {img.format} image: {e}", 400) from None
+            raise
     return img
 
 
@@ -120,15 +210,27 @@ def _fmt(data: bytes) -> str:
 
 
 def decode_image(data: bytes, meta: dict, *, max_bytes: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Bytes -> uint8 numpy ``(in_channels, input_size, input_size)`` preprocessed like the run's images."""
-    img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+                 max_pixels: int = MAX_PIXELS, max_decode: int | None = None) -> np.ndarray:
+    """Bytes -> uint8 numpy ``(in_channels, input_size, input_size)`` preprocessed like the run's images.
+
+    Holds one of the process's decode slots while decoding; none free within
+    ``DECODE_WAIT_S`` -> :class:`UploadError` 503.
+    """
+    check_size(len(data), max_bytes or max_upload_bytes())  # refusing by size needs no slot
+    size, channels = int(meta["input_size"]), int(meta["in_channels"])
+    if not _DECODE_SLOTS.acquire(timeout=DECODE_WAIT_S):
+        raise UploadError("the server is busy decoding other uploads; retry in a few seconds", 503)
     try:
-        return pil_to_array(img, int(meta["input_size"]), int(meta["in_channels"]))
-    except (OSError, ValueError) as e:  # exotic modes Pillow cannot convert
-        raise UploadError(f"cannot convert this {img.format} image ({img.mode}): {e}", 400) from None
+        img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, size=size, in_channels=channels,
+                         max_decode=max_decode)
+        try:
+            return pil_to_array(img, size, channels)
+        except (OSError, ValueError) as e:  # exotic modes Pillow cannot convert
+            raise UploadError(f"cannot convert this {img.format} image ({img.mode}): {e}", 400) from None
+        finally:
+            img.close()
     finally:
-        img.close()
+        _DECODE_SLOTS.release()
 
 
 def parse_data_url(contents: str | None, max_bytes: int | None = None) -> bytes:

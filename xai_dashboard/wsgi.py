@@ -5,6 +5,11 @@ Configuration comes from the environment, read once when a worker imports this:
 under ``checkpoints/``) and ``XAI_DATA_DIR`` (the dataset folder). Debug stays
 off unless ``XAI_DEBUG=1`` asks for Dash's dev tools (never in production).
 With ``--preload`` the workers share the loaded test images copy-on-write.
+
+Memory per worker under upload load is bounded by ``XAI_MAX_DECODES`` (2)
+decodes at once, each within ``XAI_MAX_DECODE_MB`` (160), plus the thumbnail
+cache's ``XAI_THUMB_CACHE_MB`` (64): see :mod:`.uploads` and :mod:`.images`, and
+``bench/upload_memory.py`` for the figures.
 """
 from __future__ import annotations
 
