@@ -7,13 +7,21 @@ method is in :mod:`.attributions`.
 A target is a class index or a pair ``(a, b)`` meaning "logit[a] - logit[b]"
 ("why a rather than b").
 
-Captum hooks the shared model, so every call that runs the network takes
-``LoadedRun.lock``; Captum removes its hooks in ``finally`` blocks and
-:func:`hook_count` lets the tests prove it. What may be requested (:class:`Settings`,
+Captum hooks the shared model, so every attribution takes ``LoadedRun.lock``
+(waiting at most the request budget, then 503); Captum removes its hooks in
+``finally`` blocks and :func:`hook_count` lets the tests prove it. Predictions use
+``LoadedRun.inference_model()``, a copy that is never hooked, so they take no lock and
+never queue behind an attribution. An attribution's cost (the registry's passes times
+this worker's measured cost of one pass) is checked against ``$XAI_EXPLAIN_BUDGET_S``
+before any work starts. What may be requested (:class:`Settings`,
 targets) and the cache keys live in :mod:`.explain_spec`, which needs no torch;
 images may be numpy arrays or tensors.
 """
 from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -93,6 +101,65 @@ def shared_model(run) -> nn.Module:
     return model
 
 
+def inference_model(run) -> nn.Module:
+    """``run.inference_model()`` in channels-last layout: needs no lock (it is never hooked)."""
+    model = run.inference_model()
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and not conv.weight.is_contiguous(memory_format=torch.channels_last):
+        with run._model_lock:  # converted once, not by two first requests at the same time
+            model.to(memory_format=torch.channels_last)
+    return model
+
+
+BUDGET_ENV = "XAI_EXPLAIN_BUDGET_S"
+DEFAULT_BUDGET_S = 10.0
+
+
+def budget_seconds() -> float:
+    try:
+        return max(0.1, float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_S)))
+    except ValueError:
+        return DEFAULT_BUDGET_S
+
+
+def pass_seconds(run) -> float:
+    """Seconds of one image's forward + backward pass on this worker, measured once per run.
+
+    A backward pass costs about two forwards, so 3x a batched forward of 8 images.
+    """
+    if run.pass_seconds is None:
+        model = inference_model(run)
+        x = to_input(np.zeros((8, *run.images.shape[1:]), dtype=np.uint8), run.meta)
+        with torch.no_grad():
+            model(x)  # first call pays one-off allocations
+            start = time.perf_counter()
+            model(x)
+        run.pass_seconds = 3 * (time.perf_counter() - start) / 8
+    return run.pass_seconds
+
+
+def check_budget(run, settings: Settings) -> None:
+    """Refuse (400) a resolved ``settings`` whose estimated cost exceeds the budget, before any work."""
+    method = METHODS[settings.method]
+    passes = method.passes(settings.params, run.meta)
+    budget = budget_seconds()
+    estimate = passes * pass_seconds(run)
+    if estimate > budget:
+        raise ExplainError(f"{method.label} with these settings needs about {passes} passes (~{estimate:.0f} s "
+                           f"here), over this server's {budget:.0f} s limit per request; choose cheaper settings")
+
+
+@contextmanager
+def attribution_lock(run):
+    """``run.lock``, or ExplainError 503 when other explanations hold it longer than the budget."""
+    if not run.lock.acquire(timeout=budget_seconds()):
+        raise ExplainError("the model is busy with other explanations; try again in a moment", 503)
+    try:
+        yield
+    finally:
+        run.lock.release()
+
+
 def warm(run) -> None:
     """Load Captum and ``run``'s model now, so the first attribution a user waits for does not."""
     import captum.attr  # noqa: F401 - the import is the point
@@ -119,10 +186,8 @@ def predict(run, image, cache=None) -> np.ndarray:
         if blob is not None and len(blob) == 4 * k:
             return np.frombuffer(blob, dtype=np.float32).copy()
     x = to_input(image, run.meta)
-    # no_grad, not inference_mode: a model lazily loaded inside inference_mode would get
-    # inference-tensor weights that later attributions cannot differentiate through.
-    with run.lock, torch.no_grad():  # another request's hooks would see this forward pass
-        logits = shared_model(run)(x)
+    with torch.no_grad():
+        logits = inference_model(run)(x)
     probs = _probabilities(logits)
     if cache is not None:
         cache.set(key, probs.tobytes())
@@ -146,8 +211,9 @@ def explain_image(run, image, target: Target, settings: Settings, cache=None) ->
         blob = cache.get(key)
         if blob is not None and len(blob) == 4 * h * w:
             return np.frombuffer(blob, dtype=np.float32).reshape(h, w).copy()
+    check_budget(run, settings)
     x = to_input(image, run.meta)
-    with run.lock:
+    with attribution_lock(run):
         heat = attribute(shared_model(run), x, target, settings)[0]
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     if cache is not None:
@@ -168,8 +234,9 @@ def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.nd
     if settings.method != "gradcam" or (cache is not None and pred_key in cache):
         probs = predict(run, image, cache)
         return probs, explain_image(run, image, int(probs.argmax()), settings, cache)
+    check_budget(run, settings)
     x = to_input(image, run.meta)
-    with run.lock:
+    with attribution_lock(run):
         model = shared_model(run)
         wrapper = PredictedLogit(model)
         heat = gradcam_maps(model, settings.layer, x, 0, forward=wrapper)[0].numpy()

@@ -65,6 +65,9 @@ class Method:
     params: tuple[Param, ...] = ()
     check: Callable[[Mapping[str, int], dict], str | None] | None = None  # (params, meta) -> error
     requires: str | None = None        # "module:function", see the module docstring
+    # forward + backward passes of one image (params, meta) -> count: the request's cost, known
+    # before any work starts, so an over-budget request is refused instead of started
+    passes: Callable[[Mapping[str, int], dict], int] = lambda params, meta: 1
 
     def function(self) -> Callable:
         return _load(self.compute)
@@ -123,14 +126,16 @@ _ATTR = "xai_dashboard.attributions"
 
 register(Method("gradcam", "Grad-CAM", f"{_ATTR}:gradcam", needs_layer=True))
 register(Method("guided_gradcam", "Guided Grad-CAM", f"{_ATTR}:guided_gradcam", needs_layer=True, signed=True,
-                shown_as="|attribution| summed over colour channels",
+                shown_as="|attribution| summed over colour channels", passes=lambda p, meta: 2,
                 requires=f"{_ATTR}:guided_backprop_unsupported"))
 register(Method("integrated_gradients", "Integrated Gradients", f"{_ATTR}:integrated_gradients", signed=True,
                 shown_as="|attribution| summed over colour channels",
-                params=(Param("ig_steps", "IG steps", 32, 2, 256, form="steps"), _BATCH)))
+                params=(Param("ig_steps", "IG steps", 32, 2, 256, form="steps"), _BATCH),
+                passes=lambda p, meta: p["ig_steps"]))
 register(Method("saliency", "Saliency", f"{_ATTR}:saliency", shown_as="max over colour channels of |gradient|"))
 register(Method("occlusion", "Occlusion", f"{_ATTR}:occlusion", signed=True,
                 shown_as="positive part (score drops) averaged over channels",
                 params=(Param("window", "Occlusion window", 8, 1, 256), Param("stride", "Occlusion stride", 4, 1, 256),
                         _BATCH),
-                check=_occlusion_check))
+                check=_occlusion_check,  # forward passes only: about a third of a forward + backward each
+                passes=lambda p, meta: occlusion_passes(meta["input_size"], p["window"], p["stride"]) // 3 + 1))

@@ -52,6 +52,8 @@ class LoadedRun:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _model: torch.nn.Module | None = field(default=None, repr=False)
+    _inference: torch.nn.Module | None = field(default=None, repr=False)
+    pass_seconds: float | None = field(default=None, repr=False)  # measured by explain.pass_seconds
 
     @property
     def name(self) -> str:
@@ -87,6 +89,14 @@ class LoadedRun:
             if self._model is None:
                 self._model = self.run.load_model("cpu")
             return self._model
+
+    def inference_model(self) -> torch.nn.Module:
+        """A second copy of the network that is never hooked, so predictions need no lock and never
+        queue behind an attribution holding ``self.lock`` (concurrent eval-mode forwards are safe)."""
+        with self._model_lock:
+            if self._inference is None:
+                self._inference = self.run.load_model("cpu").requires_grad_(False)
+            return self._inference
 
 
 @dataclass(frozen=True)
