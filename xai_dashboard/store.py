@@ -116,6 +116,7 @@ class RunStore:
     skipped: dict[str, str] = field(default_factory=dict)  # run name -> full reason it was refused
     problems: list[Problem] = field(default_factory=list)  # ``skipped`` grouped by reason
     note: str | None = None        # said before the problems, e.g. that the demo opened instead
+    data_dir: str | None = None    # where the test images came from (background jobs load them again)
 
     @property
     def names(self) -> list[str]:
@@ -176,7 +177,7 @@ class RunStore:
             runs[run.name] = LoadedRun(run, x, y)
             note = "Showing the offline digits demo because no requested run could be opened."
         banner = " ".join(([note] if note else []) + [p.sentence for p in problems]) or None
-        return cls(runs=runs, banner=banner, skipped=skipped, problems=problems, note=note)
+        return cls(runs=runs, banner=banner, skipped=skipped, problems=problems, note=note, data_dir=data_dir)
 
 
 # How to repair a run file, by the file named at the start of a RunDirError.

@@ -9,19 +9,19 @@ The gallery's ``selected-image`` also fills ``detail-explain`` in the errors vie
 """
 from __future__ import annotations
 
-import time
-
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from .. import explain_spec, uploads
-from ..cache import cache_dir, explain_cache
+from ..cache import explain_cache
 from ..figures import empty_figure, placeholder
 from ..gradcam_file import precomputed_problem
 from ..images import DETAIL_SIZE
 from ..methods import METHODS, all_params
+from ..sanity_file import BADGE, REFERENCE, THRESHOLD, badge_title, failing_methods
 from .explain_model import (
-    Controls, build_feature_view, build_panel, method_options, probabilities_figure, source_for_run, upload_to_source,
+    Controls, build_feature_view, build_panel, cascade_figure, method_options, probabilities_figure, sanity_data,
+    source_for_run, upload_to_source,
 )
 
 TITLE = "Explanations"
@@ -108,6 +108,7 @@ def layout(store) -> html.Div:
                 _method_parameters(),
                 html.Div(id="xp-method-note", className="hint"),
                 html.Div(id="xp-explain-error", role="alert", style={"color": "#c0392b"}),
+                html.Div(id="xp-sanity-badge"),
                 html.Img(id="gradcam-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="attribution overlay",
                          style=_IMG),
                 html.H4("Contrast", style={"marginTop": "12px"}),
@@ -118,9 +119,11 @@ def layout(store) -> html.Div:
                                   style={"width": "240px", "marginLeft": "12px", "verticalAlign": "middle"}),
                     html.Span(id="xp-precompute-status", className="hint", style={"marginLeft": "10px"}),
                     html.Div(id="xp-precompute-note", className="hint", role="status"),
+                    dcc.Interval(id="xp-precompute-poll", interval=1000, disabled=True),
                 ]),
             ]),
         ]),
+        sanity_card(),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
                 html.H3("Feature maps"),
@@ -230,7 +233,8 @@ def register_callbacks(app, store) -> None:
         run = store.get(run_name)
         unavailable = explain.unavailable_methods(run)
         note = " ".join(f"{METHODS[m].label} is unavailable: {reason}." for m, reason in unavailable.items())
-        return method_options(unavailable), note, precomputed_problem(run) or ""
+        options = flag_failing(method_options(unavailable), failing_methods(sanity_data(run)[0]))
+        return options, note, precomputed_problem(run) or ""
 
     @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
                   Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"),
@@ -281,31 +285,88 @@ def register_callbacks(app, store) -> None:
         return panel.overlay_src, f"{METHODS[method or 'gradcam'].label} for the {target} class"
 
     _register_precompute(app, store)
+    _register_sanity(app, store)
+
+
+def job_view(status) -> tuple[bool, str, str, str, bool]:
+    """A :class:`..jobs.JobStatus` (or None) -> (poll disabled, status text, progress value, progress max,
+    button disabled): the page polls and the button waits only while the job is queued or running."""
+    if status is None:
+        return True, "", "0", "100", False
+    active = status.state in ("queued", "running")
+    text = {"queued": "starting…", "running": f"{status.done:,} / {status.total:,} maps",
+            "done": status.message, "failed": f"failed: {status.message}", "busy": status.message}[status.state]
+    return not active, text, str(status.done), str(max(status.total, 1)), active
 
 
 def _register_precompute(app, store) -> None:
-    """The "precompute Grad-CAM" button: a background callback (DiskcacheManager) with a progress bar."""
-    import diskcache
-    from dash import DiskcacheManager
+    """The "precompute Grad-CAM" button. The job runs in its own process, one per run for the whole
+    server and at most ``XAI_MAX_JOBS`` at once (:mod:`..jobs`); the page polls its progress file."""
+    from .. import jobs
 
-    manager = DiskcacheManager(diskcache.Cache(str(cache_dir() / "jobs")))
-
-    @app.callback(Output("xp-precompute-status", "children"), Input("xp-precompute", "n_clicks"),
-                  State("run-select", "value"), background=True, manager=manager, prevent_initial_call=True,
-                  running=[(Output("xp-precompute", "disabled"), True, False)],
-                  progress=[Output("xp-precompute-progress", "value"), Output("xp-precompute-progress", "max")])
-    def precompute(set_progress, _clicks, run_name):
-        import torch
-
-        from ..precompute import precompute_gradcam
-
-        # This runs in a forked process: one thread, because OpenMP state does not survive a fork.
-        torch.set_num_threads(1)
-        run = store.get(run_name)
-        start = time.perf_counter()
+    @app.callback(Output("xp-precompute-poll", "disabled"), Output("xp-precompute-status", "children"),
+                  Output("xp-precompute-progress", "value"), Output("xp-precompute-progress", "max"),
+                  Output("xp-precompute", "disabled"),
+                  Input("xp-precompute", "n_clicks"), Input("xp-precompute-poll", "n_intervals"),
+                  Input("run-select", "value"), prevent_initial_call=True)
+    def precompute(_clicks, _ticks, run_name):
         try:
-            path = precompute_gradcam(run.run.path, images=run.images, labels=run.labels,
-                                      progress=lambda done, total: set_progress((str(done), str(total))))
-        except (OSError, ValueError) as e:
-            return f"failed: {e}"
-        return f"wrote {path.name} in {time.perf_counter() - start:.1f} s"
+            run = store.get(run_name)
+        except KeyError as e:
+            return True, str(e.args[0]), "0", "100", True
+        if ctx.triggered_id == "xp-precompute":
+            return job_view(jobs.start("gradcam", run.run.path, store.data_dir))
+        return job_view(jobs.read_status("gradcam", run.run.path))
+
+
+# ------------------------------------------------------------------ sanity check: cascade plot and badge
+
+def sanity_card() -> html.Div:
+    """The model-randomisation cascade of every method (from the run's sanity.json)."""
+    return html.Div(className="card", children=[
+        html.Div(className="toolbar", children=[
+            html.H3("Sanity check: model randomisation"),
+            dcc.RadioItems(id="xp-sanity-metric", value="spearman", inline=True, className="radio", options=[
+                {"label": "Spearman rank correlation", "value": "spearman"}, {"label": "SSIM", "value": "ssim"}]),
+        ]),
+        html.P("The model's layers are re-initialised at random from the head down; a method whose maps stay "
+               f"similar to the trained model's (mean Spearman > {THRESHOLD} after every layer) does not explain "
+               f"what the model learned. {REFERENCE}.", className="hint"),
+        html.Div(id="xp-sanity-note", className="hint", role="status"),
+        dcc.Graph(id="xp-sanity-plot", config=_GRAPH, figure=placeholder(340)),
+    ])
+
+
+def sanity_badge(method: str, failing: dict[str, float]) -> list:
+    """The badge and its one-line explanation for ``method`` if it is in ``failing`` ({method: similarity}); else []."""
+    if method not in failing:
+        return []
+    why = badge_title(failing[method])
+    return [html.Div(className="warning", role="status", title=why, children=[
+        html.Span(BADGE, className="badge sanity-badge", style={"borderColor": "#c0392b", "color": "#c0392b"}),
+        " ", why])]
+
+
+def flag_failing(options: list[dict], failing: dict[str, float]) -> list[dict]:
+    """Method dropdown ``options`` with the badge in the label and its explanation in the tooltip of failing methods."""
+    return [{**o, "label": f"{o['label']} ⚠ {BADGE}", "title": badge_title(failing[o["value"]])}
+            if o["value"] in failing else o for o in options]
+
+
+def _register_sanity(app, store) -> None:
+    @app.callback(Output("xp-sanity-plot", "figure"), Output("xp-sanity-note", "children"),
+                  Input("run-select", "value"), Input("xp-sanity-metric", "value"), Input("view-tabs", "value"))
+    def cascade(run_name, metric, tab):
+        if tab != TAB:
+            raise PreventUpdate
+        data, problem = sanity_data(store.get(run_name))
+        if data is None:
+            return empty_figure("no sanity check for this run", height=340), problem
+        return cascade_figure(data, metric or "spearman"), problem
+
+    @app.callback(Output("xp-sanity-badge", "children"), Input("xp-method", "value"), Input("run-select", "value"),
+                  Input("view-tabs", "value"))
+    def badge(method, run_name, tab):
+        if tab != TAB:
+            raise PreventUpdate
+        return sanity_badge(method or "gradcam", failing_methods(sanity_data(store.get(run_name))[0]))
