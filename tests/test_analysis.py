@@ -241,20 +241,21 @@ def test_predictions_hash_on_content_key(pred):
 # ---------------------------------------------------------------- view logic (plain functions)
 
 def test_gallery_state_transitions():
-    from xai_dashboard.views.errors import cell_from_click, next_state, parse_cells
+    from xai_dashboard.inputs import clicked_cell, pair_cells
+    from xai_dashboard.views.errors import next_state
 
     names = ["cat", "dog", "car"]
-    assert cell_from_click({"points": [{"x": "dog", "y": "cat"}]}, names) == (0, 1)
-    assert cell_from_click({"points": [{"x": 7, "y": 7, "pointNumber": [2, 1]}]}, names) == (2, 1)
-    assert cell_from_click(None, names) is None
-    assert parse_cells("0-1,1-0") == [(0, 1), (1, 0)]
-    sel, page = next_state("confusion-matrix", click_cell=(0, 1), pair_key=None, run="a", selection=None, page=3)
+    assert clicked_cell({"points": [{"x": "dog", "y": "cat"}]}, names) == (0, 1)
+    assert clicked_cell({"points": [{"x": 7, "y": 7, "pointNumber": [2, 1]}]}, names) == (2, 1)
+    assert clicked_cell(None, names) is None
+    assert pair_cells("0-1,1-0", 3) == ((0, 1), (1, 0))
+    sel, page = next_state("confusion-matrix", click_cell=(0, 1), pair_cells=None, run="a", selection=None, page=3)
     assert sel == {"run": "a", "cells": [[0, 1]]} and page == 0
-    sel2, page = next_state("gallery-next", click_cell=(0, 1), pair_key=None, run="a", selection=sel, page=0)
+    sel2, page = next_state("gallery-next", click_cell=(0, 1), pair_cells=None, run="a", selection=sel, page=0)
     assert sel2 == sel and page == 1
-    sel3, page = next_state("run-select", click_cell=(0, 1), pair_key=None, run="b", selection=sel, page=4)
+    sel3, page = next_state("run-select", click_cell=(0, 1), pair_cells=None, run="b", selection=sel, page=4)
     assert sel3 == {"run": "b", "cells": None} and page == 0
-    sel4, _ = next_state("pair", click_cell=None, pair_key="0-1,1-0", run="a", selection=sel, page=0)
+    sel4, _ = next_state("pair", click_cell=None, pair_cells=((0, 1), (1, 0)), run="a", selection=sel, page=0)
     assert sel4["cells"] == [[0, 1], [1, 0]]
 
 

@@ -319,3 +319,28 @@ def test_hidden_tab_computes_nothing(cifar_store):
     assert hidden.status_code == 204  # PreventUpdate: nothing built, nothing sent
     shown = client.post("/_dash-update-component", json=gallery_payload(app, click, run.name, tab="errors"))
     assert shown.status_code == 200 and "gallery-count" in shown.get_json()["response"]
+
+
+def test_a_malformed_stored_threshold_is_said_in_the_card_and_repaired(dash_duo, demo_store):
+    """A ``chosen-thresholds`` session store no page of this app wrote (an old version's, or tampered with):
+    the Threshold tab says what is wrong in its cards instead of failing, and the next move works again."""
+    from selenium.webdriver.common.keys import Keys
+
+    dash_duo.start_server(create_app(store=demo_store))
+    dash_duo.wait_for_element("#run-select", timeout=SLOW)
+    dash_duo.driver.execute_script(
+        "sessionStorage.setItem('chosen-thresholds', JSON.stringify(arguments[0]));"
+        "sessionStorage.setItem('chosen-thresholds-timestamp', String(Date.now()));",
+        {demo_store.default: {"positive": "x", "threshold": 0.5}})
+    dash_duo.driver.refresh()
+    dash_duo.wait_for_element("#run-select", timeout=SLOW)
+    _open_tab(dash_duo, "Threshold")
+    message = "the chosen class must be a whole number, not 'x'"
+    dash_duo.wait_for_contains_text("#threshold-cards .input-error", message, timeout=SLOW)
+    _wait(dash_duo, lambda d: message in d.find_element(By.ID, "threshold-cm").text, "no message in the matrix card")
+    assert _threshold_counts(dash_duo) is None  # no matrix drawn from a store it cannot read
+    # The store was emptied: moving the slider draws the matrix again.
+    dash_duo.find_element("#threshold-slider [role='slider']").send_keys(Keys.HOME)
+    _wait(dash_duo, lambda d: _threshold_counts(dash_duo) is not None, "the view did not recover")
+    assert not dash_duo.find_elements("#threshold-cards .input-error")
+    assert _severe(dash_duo) == []

@@ -222,6 +222,17 @@ def most_confused_pairs(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, in
 
 # ---------------------------------------------------------------- sorting and paging
 
+def loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy −log p(true class) of each row of ``probs`` ``(M, K)`` (``labels`` ``(M,)``)."""
+    return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row of ``probs`` ``(M, K)``: small = ambiguous."""
+    top2 = np.partition(probs, -2, axis=1)[:, -2:] if probs.shape[1] > 1 else np.hstack([np.zeros_like(probs), probs])
+    return top2[:, 1] - top2[:, 0]
+
+
 def sort_indices(idx: np.ndarray, labels: np.ndarray, probs: np.ndarray, by: str) -> np.ndarray:
     """Order test-set indices ``idx`` ``(M,)`` for the gallery; ties keep ascending index.
 
@@ -240,10 +251,9 @@ def sort_indices(idx: np.ndarray, labels: np.ndarray, probs: np.ndarray, by: str
         correct = pred == labels[idx]
         key = (idx, -p[np.arange(len(idx)), pred], correct)
     elif by == "loss":
-        key = (idx, np.log(np.clip(p[np.arange(len(idx)), labels[idx]], 1e-12, None)))
+        key = (idx, -loss(p, labels[idx]))
     elif by == "margin":
-        top2 = np.partition(p, -2, axis=1)[:, -2:] if p.shape[1] > 1 else np.hstack([np.zeros_like(p), p])
-        key = (idx, top2[:, 1] - top2[:, 0])
+        key = (idx, margin(p))
     else:
         raise ValueError(f"unknown sort key {by!r}; use one of {', '.join(SORT_KEYS)}")
     return idx[np.lexsort(key)]

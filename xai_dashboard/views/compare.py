@@ -5,11 +5,9 @@ difference of their confusion matrices, and the images the second run fixes,
 breaks, or gets wrong together with the first, paged on the server."""
 from __future__ import annotations
 
-import numpy as np
 from dash import Input, Output, State, ctx, dcc, html
-from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures, summaries, thresholds
+from .. import analysis, export, figures, inputs, summaries, thresholds
 from . import gallery_item
 
 TITLE = "Compare runs"
@@ -27,6 +25,8 @@ def layout(store) -> html.Div:
                                               options=store.names, value=store.default)], className="pick"),
             html.Label(["Run B", dcc.Dropdown(id="compare-b", clearable=False)], className="pick"),
             html.Div(id="compare-summary", className="compare-summary"),
+            html.Span(id="compare-export-note"),
+            dcc.Download(id="compare-download"),
         ]),
         html.Div(className="card", children=[html.H3("At each run's chosen threshold"),
                                              html.Div(id="compare-thresholds")]),
@@ -43,15 +43,11 @@ def layout(store) -> html.Div:
                     html.Span("1 / 1", id=f"compare-{key}-page-label"),
                     html.Button("Next ›", id=f"compare-{key}-next", n_clicks=0),
                 ]),
+                html.Button("Download CSV", id=f"compare-{key}-export", n_clicks=0, className="export"),
             ]),
             html.Div(id=f"compare-{key}", className="gallery"),
         ]) for key, title, hint in SETS],
     ])
-
-
-def order_set(idx: np.ndarray, probs_judge: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Most confident mistakes of the run that is wrong on ``idx`` first (its ``probs`` ``(N, K)``)."""
-    return analysis.sort_indices(idx, labels, probs_judge, "confidence")
 
 
 def _points(delta: float) -> str:
@@ -99,12 +95,11 @@ def threshold_rows(runs: list, positive: int, chosen: dict) -> list[dict]:
     return rows
 
 
-def _threshold_table(ra, rb, chosen: dict | None):
-    chosen = chosen or {}
+def _threshold_table(ra, rb, chosen: dict):
+    """``chosen`` as parsed by :func:`~xai_dashboard.inputs.chosen_thresholds`."""
     k = len(ra.class_names)
     positive = (chosen.get(ra.name) or {}).get("positive")
-    positive = int(positive) if positive is not None and 0 <= int(positive) < k \
-        else thresholds.minority_class(ra.labels, k)
+    positive = positive if positive is not None and 0 <= positive < k else thresholds.minority_class(ra.labels, k)
     y = ra.labels == positive
     if y.all() or not y.any():
         return html.P(f"'{ra.class_names[positive]}' has no test images to threshold.", className="warning")
@@ -139,20 +134,28 @@ def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
 
     @app.callback(Output("compare-a", "value"), Input("run-select", "value"))
+    @inputs.guarded(inputs.keep)
     def follow_selector(run_name):
-        return run_name
+        return inputs.run_of(store, run_name).name
 
     @app.callback(Output("compare-b", "options"), Output("compare-b", "value"),
                   Input("compare-a", "value"), Input("compare-b", "value"))
+    @inputs.guarded(inputs.keep, inputs.keep)
     def candidates(a, b):
-        options = store.comparable(a) if a else []
+        options = store.comparable(inputs.run_of(store, a).name)
         return options, (b if b in options else (options[0] if options else None))
 
     def pair(a, b, tab):
-        """The two runs, or None when there is nothing to compare; PreventUpdate while the tab is hidden."""
-        if tab != TAB:
-            raise PreventUpdate
-        return (store.get(a), store.get(b)) if a and b and b in store.comparable(a) else None
+        """The two runs, or None when there is no second run to compare with; PreventUpdate while the tab
+        is hidden. B must have been evaluated on A's test images (``store.comparable``)."""
+        inputs.shown(tab, TAB)
+        ra = inputs.run_of(store, a)
+        if b is None:
+            return None
+        rb = inputs.run_of(store, b)
+        if rb.name not in store.comparable(ra.name):
+            raise inputs.BadInput(f"runs {ra.name!r} and {rb.name!r} were not evaluated on the same test images")
+        return ra, rb
 
     # Gated on the active tab ("view-tabs" in app.py): a comparison costs a few hundred ms of
     # figures, which a page load should not pay while the tab is hidden.
@@ -160,8 +163,11 @@ def register_callbacks(app, store) -> None:
                   Output("compare-accuracy", "figure"), Output("compare-cm-diff", "figure"),
                   Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
                   Input("chosen-thresholds", "data"))
+    @inputs.guarded(inputs.hint, inputs.constant(html.P("—", className="hint")), inputs.figure, inputs.figure)
     def update_comparison(a, b, tab, chosen):
         runs = pair(a, b, tab)
+        # The Threshold tab reports a malformed store and empties it; here it only means "none chosen".
+        chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
         if runs is None:
             msg = "Load a second run evaluated on the same test images to compare (e.g. xai-dashboard RUN_A RUN_B)."
             empty = figures.empty_figure("Nothing to compare")
@@ -169,13 +175,27 @@ def register_callbacks(app, store) -> None:
         ra, rb = runs
         sa, sb = summaries.summary_of(ra), summaries.summary_of(rb)
         changes = found_changes(sa.per_class, sb.per_class)
-        summary = [html.P(headline(a, b, sa.overall, sb.overall)),
+        summary = [html.P(headline(ra.name, rb.name, sa.overall, sb.overall)),
                    html.Ul([html.Li(c) for c in changes]) if changes else html.P("Both find the same number "
                                                                                   "of images of every class.")]
         acc_a, acc_b = [r["recall"] for r in sa.per_class], [r["recall"] for r in sb.per_class]
         return (summary, _threshold_table(ra, rb, chosen),
-                figures.compare_accuracy_figure(ra.class_names, acc_a, acc_b, a, b),
-                figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, a, b))
+                figures.compare_accuracy_figure(ra.class_names, acc_a, acc_b, ra.name, rb.name),
+                figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, ra.name, rb.name))
+
+    @app.callback(Output("compare-download", "data"), Output("compare-export-note", "children"),
+                  *[Input(f"compare-{key}-export", "n_clicks") for key, _, _ in SETS],
+                  State("compare-a", "value"), State("compare-b", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_set(_fixed, _introduced, _both, a, b):
+        """The comparison set whose button was clicked, as CSV (A's and B's predictions side by side)."""
+        runs = pair(a, b, TAB)  # a click on the tab's own button: the tab is shown
+        if runs is None:
+            raise inputs.BadInput("there is no second run to compare with")
+        key = inputs.one_of(str(ctx.triggered_id).removeprefix("compare-").removesuffix("-export"),
+                            [k for k, _, _ in SETS], "comparison set")
+        name = export.filename(runs[0].name, runs[1].name, key)
+        return export.download(export.comparison_frame(*runs, key), name), ""
 
     for key, _, _ in SETS:
         _register_gallery(app, key, pair, prefix)
@@ -188,14 +208,14 @@ def _register_gallery(app, key: str, pair, prefix: str) -> None:
                   Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
                   Input(f"compare-{key}-prev", "n_clicks"), Input(f"compare-{key}-next", "n_clicks"),
                   State(f"compare-{key}-page", "data"))
+    @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant(0), inputs.constant("1 / 1"))
     def update_gallery(a, b, tab, _prev, _next, page):
         runs = pair(a, b, tab)
         if runs is None:
             return [html.P("—", className="hint")], "0", 0, "1 / 1"
         ra, rb = runs
         step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id)
-        page = (page or 0) + step if step else 0  # a new pair of runs starts on the first page
-        judge = ra if key == "fixed" else rb  # rank by the confidence of whichever run is wrong
-        idx = analysis.compare(analysis.predictions_of(ra), analysis.predictions_of(rb))[key]
-        shown, page, pages = analysis.page_of(order_set(idx, judge.probs, ra.labels), page)
+        page = inputs.page(page) + step if step else 0  # a new pair of runs starts on the first page
+        idx = export.comparison_set(ra, rb, key)
+        shown, page, pages = analysis.page_of(idx, page)
         return _items(prefix, ra, rb, shown), str(len(idx)), page, f"{page + 1} / {pages}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures, summaries
+from .. import analysis, export, figures, inputs, summaries
 from ..images import DETAIL_SIZE, image_url
 from . import prediction_items
 
@@ -61,6 +61,10 @@ def layout(store) -> html.Div:
                     html.Span(id="gallery-page-label", children="1 / 1"),
                     html.Button("Next ›", id="gallery-next", n_clicks=0),
                 ]),
+                html.Button("Download CSV", id="gallery-export", n_clicks=0, className="export",
+                            title="every image of this selection, in this order"),
+                html.Span(id="gallery-export-note"),
+                dcc.Download(id="gallery-download"),
             ]),
             html.Div(id="gallery", className="gallery"),
         ]),
@@ -83,33 +87,18 @@ def _cells_key(cells) -> str:
     return ",".join(f"{t}-{p}" for t, p in cells)
 
 
-def parse_cells(key: str) -> list[tuple[int, int]]:
-    return [tuple(int(v) for v in part.split("-")) for part in key.split(",") if part]
-
-
-def cell_from_click(click: dict | None, class_names: list[str]) -> tuple[int, int] | None:
-    """``(true, predicted)`` from a heatmap ``clickData`` (y = true name, x = predicted name)."""
-    if not click or not click.get("points"):
-        return None
-    pt = click["points"][0]
-    try:
-        return class_names.index(str(pt["y"])), class_names.index(str(pt["x"]))
-    except (KeyError, ValueError):
-        number = pt.get("pointNumber")  # [row, col] when names are unavailable
-        return (int(number[0]), int(number[1])) if isinstance(number, (list, tuple)) else None
-
-
-def next_state(trigger, *, click_cell, pair_key, run: str, selection: dict | None, page: int) -> tuple[dict, int]:
+def next_state(trigger, *, click_cell, pair_cells, run: str, selection: dict | None, page: int) -> tuple[dict, int]:
     """Pure transition of (selection, page) for whatever fired the gallery callback.
 
-    ``selection`` is ``{"run": name, "cells": [[t, p], ...] | None}`` (None = every mistake).
+    ``selection`` is ``{"run": name, "cells": [[t, p], ...] | None}`` (None = every mistake), already
+    parsed for ``run`` (:func:`~xai_dashboard.inputs.gallery_selection`); ``pair_cells`` likewise.
     """
-    if selection is None or selection.get("run") != run or trigger == "run-select":
+    if selection is None or trigger == "run-select":
         selection, page = {"run": run, "cells": None}, 0
     if trigger == "confusion-matrix" and click_cell is not None:
         return {"run": run, "cells": [list(click_cell)]}, 0
-    if trigger == "pair" and pair_key:
-        return {"run": run, "cells": [list(c) for c in parse_cells(pair_key)]}, 0
+    if trigger == "pair":
+        return {"run": run, "cells": [list(c) for c in pair_cells]}, 0
     if trigger == "gallery-sort":
         return selection, 0
     if trigger == "gallery-prev":
@@ -117,6 +106,11 @@ def next_state(trigger, *, click_cell, pair_key, run: str, selection: dict | Non
     if trigger == "gallery-next":
         return selection, page + 1
     return selection, page
+
+
+def _cells_of(selection: dict | None) -> tuple[tuple[int, int], ...] | None:
+    """The cells of a parsed selection as the hashable key ``analysis.sorted_selection`` caches on."""
+    return None if selection is None or selection["cells"] is None else tuple(map(tuple, selection["cells"]))
 
 
 def selection_title(cells, class_names: list[str]) -> str:
@@ -150,10 +144,11 @@ def register_callbacks(app, store) -> None:
     # the overview the user is looking at.
     @app.callback(Output("confusion-matrix", "figure"), Output("confused-pairs", "children"),
                   Input("run-select", "value"), Input("cm-mode", "value"), Input("view-tabs", "value"))
+    @inputs.guarded(inputs.figure, inputs.hint)
     def update_matrix(run_name, mode, tab):
-        if tab != TAB:
-            raise PreventUpdate
-        run = store.get(run_name)
+        inputs.shown(tab, TAB)
+        run = inputs.run_of(store, run_name)
+        mode = inputs.one_of(mode, ("counts", "row"), "matrix mode")
         s = summaries.summary_of(run)
         return figures.confusion_figure(s.cm, run.class_names, normalised=mode == "row"), \
             _pair_buttons(s, run.class_names)
@@ -166,24 +161,37 @@ def register_callbacks(app, store) -> None:
         Input("gallery-prev", "n_clicks"), Input("gallery-next", "n_clicks"), Input("view-tabs", "value"),
         State("gallery-selection", "data"), State("gallery-page", "data"),
     )
+    @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant("Nothing to show"),
+                    inputs.constant(None), inputs.constant(0), inputs.constant("1 / 1"))
     def update_gallery(click, _pairs, run_name, sort_by, _prev, _next, tab, selection, page):
-        if tab != TAB:
-            raise PreventUpdate
-        trigger, pair_key = ctx.triggered_id, None
+        inputs.shown(tab, TAB)
+        trigger, pair = ctx.triggered_id, None
+        run = inputs.run_of(store, run_name)
         if isinstance(trigger, dict):
             # New pair buttons (after a run switch) fire this with n_clicks 0: not a click.
-            if not ctx.triggered or not ctx.triggered[0]["value"]:
+            if not (ctx.triggered and ctx.triggered[0]["value"]):
                 raise PreventUpdate
-            trigger, pair_key = "pair", trigger["cells"]
-        run = store.get(run_name)
-        selection, page = next_state(trigger, click_cell=cell_from_click(click, run.class_names),
-                                     pair_key=pair_key, run=run.name, selection=selection, page=page or 0)
-        cells = None if selection["cells"] is None else tuple(tuple(c) for c in selection["cells"])
-        ordered = analysis.sorted_selection(analysis.predictions_of(run), cells, sort_by or "confidence")
+            trigger, pair = "pair", inputs.pair_cells(trigger.get("cells"), len(run.class_names))
+        selection, page = next_state(trigger, click_cell=inputs.clicked_cell(click, run.class_names), pair_cells=pair,
+                                     run=run.name, selection=inputs.gallery_selection(selection, run),
+                                     page=inputs.page(page))
+        cells = _cells_of(selection)
+        ordered = analysis.sorted_selection(analysis.predictions_of(run), cells, inputs.sort_key(sort_by))
         shown, page, pages = analysis.page_of(ordered, page)
         items = prediction_items(prefix, run, shown) or [html.P("No images in this cell.", className="hint")]
         return (items, str(len(ordered)), selection_title(cells, run.class_names), selection, page,
                 f"{page + 1} / {pages}")
+
+    @app.callback(Output("gallery-download", "data"), Output("gallery-export-note", "children"),
+                  Input("gallery-export", "n_clicks"), State("run-select", "value"),
+                  State("gallery-selection", "data"), State("gallery-sort", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_gallery(_clicks, run_name, selection, sort_by):
+        """The whole selection (every page), in the gallery's order, as CSV."""
+        run = inputs.run_of(store, run_name)
+        cells = _cells_of(inputs.gallery_selection(selection, run))
+        frame = export.gallery_frame(run, cells, inputs.sort_key(sort_by))
+        return export.download(frame, export.filename(run.name, export.selection_slug(cells, run.class_names))), ""
 
     # In the browser: a thumbnail click needs no server round trip, and the burst of
     # "new component" triggers each gallery page causes must not cost a request either.
@@ -196,14 +204,12 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("image-detail", "className"), Output("detail-image", "src"),
                   Output("detail-caption", "children"), Output("detail-top5", "figure"),
                   Input("selected-image", "data"))
+    @inputs.guarded(inputs.constant("image-detail"), inputs.constant(""), inputs.hint, inputs.constant(_BLANK))
     def show_detail(selected):
-        if not selected:
+        chosen = inputs.selected_image(store, selected)
+        if chosen is None:
             return "image-detail empty", "", [], _BLANK
-        try:
-            run = store.get(selected["run"])
-        except KeyError:
-            raise PreventUpdate
-        i = int(selected["index"])
+        run, i = chosen
         names, t, p = run.class_names, int(run.labels[i]), int(run.preds[i])
         caption = html.Dl([
             html.Dt("Test image"), html.Dd(f"#{i}"),

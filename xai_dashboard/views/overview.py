@@ -7,9 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import dash_ag_grid as dag
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 
-from .. import analysis, figures, summaries
+from .. import analysis, export, figures, inputs, summaries
 
 TITLE = "Overview"
 _GRAPH = {"displayModeBar": False}
@@ -34,7 +34,12 @@ def layout(store) -> html.Div:
         html.Div(id="overview-cards", className="cards"),
         html.Div(className="row", children=[
             html.Div(className="card half", children=[
-                html.H3("Per-class metrics"),
+                html.Div(className="toolbar", children=[
+                    html.H3("Per-class metrics"),
+                    html.Button("Download CSV", id="class-export", n_clicks=0, className="export"),
+                    html.Span(id="class-export-note"),
+                    dcc.Download(id="class-download"),
+                ]),
                 dag.AgGrid(
                     id="class-table", columnDefs=CLASS_COLUMNS, rowData=[], columnSize="sizeToFit",
                     defaultColDef={"sortable": True, "resizable": True},
@@ -153,8 +158,10 @@ def register_callbacks(app, store) -> None:
         Output("pr-graph", "figure"), Output("reliability-graph", "figure"), Output("timings", "children"),
         Input("run-select", "value"),
     )
+    @inputs.guarded(inputs.hint, inputs.constant([]), inputs.constant([]), inputs.constant([]),
+                    *[inputs.figure] * 5, inputs.hint)
     def update_overview(run_name):
-        run = store.get(run_name)
+        run = inputs.run_of(store, run_name)
         names = run.class_names
         s = summaries.summary_of(run)
         meta = run.meta
@@ -171,3 +178,12 @@ def register_callbacks(app, store) -> None:
         timings = html.Table(className="kv", children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows]) \
             if rows else html.P("This run recorded no timings.", className="hint")
         return (info, warnings, cards, s.per_class, *_figures_of(run), timings)
+
+    @app.callback(Output("class-download", "data"), Output("class-export-note", "children"),
+                  Input("class-export", "n_clicks"), State("run-select", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_classes(_clicks, run_name):
+        """The per-class table as CSV, unrounded (the grid shows three decimals)."""
+        run = inputs.run_of(store, run_name)
+        frame = export.per_class_frame(summaries.summary_of(run).per_class)
+        return export.download(frame, export.filename(run.name, "per-class")), ""

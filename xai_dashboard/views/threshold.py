@@ -13,10 +13,10 @@ two runs at their chosen thresholds. Every callback here is gated on this tab.
 from __future__ import annotations
 
 import numpy as np
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import figures, summaries, thresholds
+from .. import export, figures, inputs, summaries, thresholds
 
 TITLE = "Threshold"
 TAB = __name__.rpartition(".")[2]
@@ -44,6 +44,13 @@ def layout(store) -> html.Div:
                            tooltip={"placement": "bottom", "always_visible": True}),
             ]),
             html.Div(id="threshold-note", className="hint threshold-note"),
+            html.Div(className="threshold-export", children=[
+                html.Span("At this threshold, download as CSV:"),
+                *[html.Button(label, id=f"threshold-export-{kind}", n_clicks=0, className="export")
+                  for kind, label in export.THRESHOLD_KINDS.items()],
+                html.Span(id="threshold-export-note"),
+                dcc.Download(id="threshold-download"),
+            ]),
         ]),
         html.Div(id="threshold-cards", className="cards"),
         html.Div(className="row", children=[
@@ -111,15 +118,20 @@ def threshold_outputs(run, positive: int, threshold: float) -> tuple:
 
 
 def chosen_by(trigger: str, run, positive: int, recall, cost) -> tuple[float, str]:
-    """The threshold (and a sentence about it) for a "Set threshold" button."""
+    """The threshold (and a sentence about it) for a "Set threshold" button; only the box that
+    button reads is parsed (an empty cost box does not stop a target recall)."""
     y, scores = run.labels == positive, run.probs[:, positive]
     name = run.class_names[positive]
+    if y.all() or not y.any():  # a class that is every test image, or none: no threshold separates it
+        raise inputs.BadInput(f"Cannot choose a threshold: '{name}' has {'every' if y.any() else 'no'} test image.")
     if trigger == "threshold-by-recall":
-        t = thresholds.threshold_for_recall(y, scores, float(recall))
-        why = f"the largest threshold that still finds at least {float(recall):.0%} of the {name}"
+        recall = inputs.number(recall, "the target recall", 0.0, 1.0, low_open=True)
+        t = thresholds.threshold_for_recall(y, scores, recall)
+        why = f"the largest threshold that still finds at least {recall:.0%} of the {name}"
     else:
-        t = thresholds.threshold_for_cost(y, scores, float(cost))
-        why = f"the smallest total cost when missing a {name} costs {float(cost):g} false alarms"
+        cost = inputs.number(cost, "the cost ratio", 0.0, float("inf"), low_open=True)
+        t = thresholds.threshold_for_cost(y, scores, cost)
+        why = f"the smallest total cost when missing a {name} costs {cost:g} false alarms"
     return thresholds.snap_down(t, scores, STEP), f"Threshold {t:.6g}: {why}."
 
 
@@ -127,40 +139,61 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("threshold-class", "options"), Output("threshold-class", "value"),
                   Output("threshold-class-label", "children"),
                   Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
+    @inputs.guarded(inputs.keep, inputs.keep, inputs.hint)
     def pick_class(run_name, tab, chosen):
-        if tab != TAB:
-            raise PreventUpdate
-        run = store.get(run_name)
+        inputs.shown(tab, TAB)
+        run = inputs.run_of(store, run_name)
         k = len(run.class_names)
         options = [{"label": n, "value": i} for i, n in enumerate(run.class_names)]
         label = "Positive class" if k == 2 else "One-vs-rest class"
-        return options, positive_class(run.labels, k, (chosen or {}).get(run.name)), label
+        stored = inputs.lenient(inputs.chosen_thresholds, chosen, {})  # update_threshold reports and resets it
+        return options, positive_class(run.labels, k, stored.get(run.name)), label
 
     @app.callback(Output("threshold-slider", "value"), Output("threshold-note", "children"),
                   Input("threshold-class", "value"), Input("threshold-by-recall", "n_clicks"),
                   Input("threshold-by-cost", "n_clicks"), State("run-select", "value"),
                   State("threshold-recall", "value"), State("threshold-cost", "value"),
                   State("chosen-thresholds", "data"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
     def set_threshold(positive, _by_recall, _by_cost, run_name, recall, cost, chosen):
         if positive is None:
             raise PreventUpdate
-        run = store.get(run_name)
+        run = inputs.run_of(store, run_name)
+        positive = inputs.class_index(positive, len(run.class_names))
         if ctx.triggered_id == "threshold-class":
-            return restored_threshold((chosen or {}).get(run.name), positive), ""
-        try:
-            return chosen_by(ctx.triggered_id, run, positive, recall, cost)
-        except (TypeError, ValueError) as e:  # an empty or out-of-range input box
-            return no_update, f"Cannot choose a threshold: {e}"
+            return restored_threshold(inputs.chosen_thresholds(chosen).get(run.name), positive), ""
+        return chosen_by(ctx.triggered_id, run, positive, recall, cost)
 
+    # chosen-thresholds is emptied on an error: a malformed store would otherwise fail every later move.
     @app.callback(Output("threshold-cards", "children"), Output("threshold-cm", "figure"),
                   Output("threshold-roc", "figure"), Output("threshold-pr", "figure"),
                   Output("chosen-thresholds", "data"),
                   Input("threshold-slider", "value"), Input("threshold-class", "value"),
                   Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
+    @inputs.guarded(inputs.hint, inputs.figure, inputs.figure, inputs.figure, inputs.constant({}))
     def update_threshold(threshold, positive, run_name, tab, chosen):
-        run = store.get(run_name)
-        if tab != TAB or positive is None or threshold is None or not 0 <= positive < len(run.class_names):
-            raise PreventUpdate
-        chosen = dict(chosen or {})
-        chosen[run.name] = {"positive": int(positive), "threshold": float(threshold)}
-        return (*threshold_outputs(run, int(positive), float(threshold)), chosen)
+        inputs.shown(tab, TAB)
+        if positive is None or threshold is None:
+            raise PreventUpdate  # the class list or the slider is not there yet
+        run = inputs.run_of(store, run_name)
+        positive = inputs.class_index(positive, len(run.class_names))
+        threshold = inputs.probability(threshold)
+        chosen = inputs.chosen_thresholds(chosen)
+        chosen[run.name] = {"positive": positive, "threshold": threshold}
+        return (*threshold_outputs(run, positive, threshold), chosen)
+
+    @app.callback(Output("threshold-download", "data"), Output("threshold-export-note", "children"),
+                  *[Input(f"threshold-export-{kind}", "n_clicks") for kind in export.THRESHOLD_KINDS],
+                  State("run-select", "value"), State("threshold-class", "value"), State("threshold-slider", "value"),
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_mistakes(_fn, _fp, run_name, positive, threshold):
+        """The false negatives or false positives at the slider's threshold, as CSV."""
+        run = inputs.run_of(store, run_name)
+        positive = inputs.class_index(positive, len(run.class_names))
+        threshold = inputs.probability(threshold)
+        kind = inputs.one_of(str(ctx.triggered_id).removeprefix("threshold-export-"), export.THRESHOLD_KINDS,
+                             "export")
+        frame = export.threshold_frame(run, positive, threshold, kind)
+        name = export.filename(run.name, run.class_names[positive], f"{kind}-at-{threshold:.4g}")
+        return export.download(frame, name), ""
