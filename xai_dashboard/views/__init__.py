@@ -9,7 +9,7 @@ from dash import html
 
 from ..images import THUMB_SIZE, image_url
 
-VIEWS = ("overview", "errors", "threshold", "compare", "explain")
+VIEWS = ("overview", "errors", "threshold", "compare", "explain", "sidebyside")
 
 
 def gallery_item(prefix: str, run, index: int, *, caption: list, wrong: bool, clickable: bool = True,

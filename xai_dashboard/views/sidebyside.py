@@ -1,0 +1,179 @@
+"""Side-by-side page: one image, one row per loaded run, one column per attribution method.
+
+The grid itself is computed by :mod:`xai_dashboard.sidebyside`; callbacks here parse what the
+page sends and render. The image being compared is ``dcc.Store(id="sbs-source")`` (format in
+:mod:`xai_dashboard.sidebyside`). It is set by this tab's own test-index input and upload, follows
+the errors gallery's ``selected-image``, and by :func:`open_link` buttons that other views place
+(the gallery's image detail, the explanations card): one click sets the source and opens this tab.
+"""
+from __future__ import annotations
+
+import json
+
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from .. import inputs, uploads
+from ..cache import explain_cache
+from ..images import shown
+from ..methods import METHODS
+from ..sidebyside import (
+    AUC_STEPS, CELL_SIZE, DEFAULT_METHODS, INPUT_SIZE, MAX_METHODS, MAX_RUNS, Grid, Row, build_grid, parse_source,
+    test_source, upload_source,
+)
+from .explain_model import method_options
+
+TITLE = "Side by side"
+TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
+OPEN = "sbs-open"  # the ``type`` of every one-click link's pattern-matching id
+_IMG = {"imageRendering": "pixelated"}
+
+
+def open_link(origin: str) -> html.Button:
+    """The one-click way here, for another view to place. ``origin`` "gallery": compares the errors
+    view's ``selected-image``; "explain": compares what the explanations tab shows (``xp-image``, its
+    upload included)."""
+    return html.Button("Compare across runs", id={"type": OPEN, "from": origin}, n_clicks=0, className="sbs-open",
+                       title="this image in every loaded run, one column per method")
+
+
+def layout(store) -> html.Div:
+    limit = uploads.max_upload_bytes()
+    return html.Div(className="view sbs-view", children=[
+        dcc.Store(id="sbs-source", data=test_source(store.default, 0)),
+        html.Div(className="card", children=[
+            html.Div(className="toolbar", children=[
+                html.H3("One image, every run"),
+                html.Label(className="pick", children=[
+                    "Test image #", dcc.Input(id="sbs-index", type="number", min=0, step=1, debounce=True,
+                                              placeholder="index")]),
+                dcc.Upload(id="sbs-upload", accept=uploads.ACCEPT, max_size=limit, multiple=False,
+                           className="sbs-upload", children=html.Div(["…or drop an image / ", html.A("choose a file"),
+                                                                      f" (up to {limit // 2**20} MB)"])),
+            ]),
+            html.Div(className="toolbar", children=[
+                html.Label(className="pick", children=["Runs", dcc.Dropdown(
+                    id="sbs-runs", multi=True, value=store.names[:MAX_RUNS],
+                    options=[{"label": n, "value": n} for n in store.names])]),
+                html.Label(className="pick", children=["Methods", dcc.Dropdown(
+                    id="sbs-methods", multi=True, value=list(DEFAULT_METHODS), options=method_options())]),
+            ]),
+            html.P(f"The test index refers to the run chosen at the top. Each run sees the image as it sees its "
+                   f"own: the same test image where it shares the test set, else the pixels resized and converted "
+                   f"to its input; an upload is decoded for each run. Maps are for each run's predicted class; "
+                   f"deletion AUC (RISE, {AUC_STEPS} steps; lower is better) is the class probability as the "
+                   f"map's top pixels are replaced by the mean colour. At most {MAX_RUNS} runs x {MAX_METHODS} "
+                   f"methods.", className="hint"),
+            html.Div(id="sbs-error", role="alert"),
+            html.Div(id="sbs-source-label", className="sbs-source-label"),
+            dcc.Loading(html.Div(id="sbs-grid")),
+        ]),
+    ])
+
+
+def linked_source(store, origin: str, selected, shown_image, contents, filename) -> dict:
+    """The source an :func:`open_link` of ``origin`` stands for: the gallery's ``selected-image``, or
+    the explanations tab's ``xp-image`` (an upload there: the file in ``upload-image``'s ``contents``)."""
+    if origin == "gallery":
+        chosen = inputs.selected_image(store, selected)
+        if chosen is None:
+            raise inputs.BadInput("click a thumbnail in the gallery first")
+        return test_source(selected["run"], chosen[1])  # the store key: LoadedRun.name may repeat
+    if origin == "explain" and isinstance(shown_image, dict) and shown_image.get("kind") == "upload":
+        try:
+            return upload_source(contents, filename)
+        except uploads.UploadError as e:
+            raise inputs.BadInput(f"{shown(filename or 'upload')}: {e}") from None
+    if origin == "explain":
+        return parse_source(store, shown_image)
+    raise inputs.BadInput(f"unknown link {shown(repr(origin))}")
+
+
+def _clicked_link(triggered: list[dict]) -> str | None:
+    """The ``from`` of an :func:`open_link` really clicked in this round (a new button fires with 0 clicks)."""
+    for t in triggered:
+        prop, value = t["prop_id"].rpartition(".")[0], t.get("value")
+        if prop.startswith("{") and value:
+            try:
+                return str(json.loads(prop).get("from"))
+            except (ValueError, AttributeError):  # a crafted id: not one of our links
+                raise inputs.BadInput(f"unknown link {shown(prop)}") from None
+    return None
+
+
+def source_label(store, source: dict) -> str:
+    if source["kind"] == "upload":
+        return f"Upload: {source['name']}"
+    run = store.get(source["run"])
+    i = source["index"]
+    return f"Test image #{i} of {source['run']} (true class {run.class_names[int(run.labels[i])]})"
+
+
+def _row(row: Row, methods: list[str]) -> html.Tr:
+    head = html.Th(className="sbs-run", scope="row", children=[
+        html.Div(row.run, className="sbs-run-name"),
+        html.Img(src=row.input_src, width=INPUT_SIZE, height=INPUT_SIZE, alt="input", style=_IMG)
+        if row.input_src else None,
+        html.Div(f"{row.description}; input {' x '.join(map(str, row.shape))}" if row.shape else "", className="hint"),
+    ])
+    if row.error:
+        return html.Tr([head, html.Td(row.error, colSpan=len(methods), className="sbs-cell sbs-error", role="alert")],
+                       className="sbs-row", **{"data-run": row.run})
+    cells = []
+    for cell in row.cells:
+        body = [html.Div(row.prediction, className="sbs-pred", title="predicted class (probability)")]
+        if cell.error:
+            body.append(html.Div(cell.error, className="sbs-error"))
+        else:
+            body += [html.Img(src=cell.overlay_src, width=CELL_SIZE, height=CELL_SIZE, style=_IMG,
+                              alt=f"{METHODS[cell.method].label} overlay"),
+                     html.Div(f"deletion AUC {cell.deletion_auc:.3f}", className="sbs-auc",
+                              title="lower is better: the probability falls fast as the top pixels go")]
+        cells.append(html.Td(body, className="sbs-cell", **{"data-method": cell.method}))
+    return html.Tr([head, *cells], className="sbs-row", **{"data-run": row.run})
+
+
+def grid_view(grid: Grid) -> html.Div:
+    """The grid as a table: ``tr.sbs-row[data-run]`` per run, ``td.sbs-cell[data-method]`` per method."""
+    if not grid.methods or not grid.rows:
+        return html.P("Choose at least one run and one method.", className="hint")
+    header = html.Tr([html.Th("Run")] + [html.Th(METHODS[m].label, scope="col") for m in grid.methods])
+    return html.Div([
+        *[html.P(note, className="hint") for note in grid.notes],
+        html.Table([html.Thead(header), html.Tbody([_row(r, grid.methods) for r in grid.rows])], className="sbs-grid"),
+    ])
+
+
+def register_callbacks(app, store) -> None:
+    @app.callback(Output("sbs-source", "data"), Output("sbs-error", "children"),
+                  Output("view-tabs", "value", allow_duplicate=True),
+                  Input({"type": OPEN, "from": ALL}, "n_clicks"), Input("selected-image", "data"),
+                  Input("sbs-index", "value"), Input("sbs-upload", "contents"),
+                  State("sbs-upload", "filename"), State("run-select", "value"), State("xp-image", "data"),
+                  State("upload-image", "contents"), State("upload-image", "filename"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint, inputs.keep)
+    def choose_source(_links, selected, index, contents, filename, run_name, shown_image, xp_contents, xp_filename):
+        fired = ctx.triggered_prop_ids
+        origin = _clicked_link(ctx.triggered)
+        if origin is not None:
+            return linked_source(store, origin, selected, shown_image, xp_contents, xp_filename), "", TAB
+        if "sbs-upload.contents" in fired:
+            try:
+                return upload_source(contents, filename), "", no_update
+            except uploads.UploadError as e:
+                raise inputs.BadInput(f"{shown(filename or 'upload')}: {e}") from None
+        if "selected-image.data" in fired and selected:
+            return linked_source(store, "gallery", selected, None, None, None), "", no_update
+        if "sbs-index.value" in fired and index is not None:
+            run = inputs.run_of(store, run_name)
+            return test_source(run_name, inputs.index(index, len(run.labels))), "", no_update
+        raise PreventUpdate
+
+    @app.callback(Output("sbs-grid", "children"), Output("sbs-source-label", "children"),
+                  Input("sbs-source", "data"), Input("sbs-runs", "value"), Input("sbs-methods", "value"),
+                  Input("view-tabs", "value"))
+    @inputs.guarded(inputs.hint, inputs.constant(""))
+    def render(source, runs, methods, tab):
+        inputs.shown(tab, TAB)  # every tab's callbacks fire on page load; this one runs every model
+        source = parse_source(store, source)
+        return grid_view(build_grid(store, source, runs, methods, explain_cache())), source_label(store, source)
