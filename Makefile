@@ -34,6 +34,7 @@ test: setup system-deps
 	$(BIN)/python -m pytest -q --timeout=900
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/inference_throughput.py
 

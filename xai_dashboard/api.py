@@ -36,7 +36,7 @@ from .images import DETAIL_SIZE, clamp_size, shown
 from .overlay import DEFAULT_COLORMAP, overlay_png
 
 MULTIPART_SLACK = 64 * 1024
-ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST"}
+ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST", "openapi.json": "GET"}
 FORMATS = ("png", "json")
 
 
@@ -213,6 +213,12 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
             "target": {"index": list(target) if isinstance(target, tuple) else target, "label": target_label},
             "prediction": prediction_json(run, probs), "shape": list(heat.shape), "heatmap": heat.tolist(),
         })
+
+    @bp.get("/openapi.json")
+    def openapi():
+        from .openapi import openapi_document
+
+        return jsonify(openapi_document(FORMATS))
 
     @bp.route("/", methods=["GET"])
     def index():

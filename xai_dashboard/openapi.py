@@ -1,0 +1,99 @@
+"""The REST API described as an OpenAPI 3.0 document, served at ``/api/openapi.json``.
+
+Built from the same lists the handlers validate against (the attribution-method
+registry with its parameter limits, the output formats), so the description cannot drift from what the
+server accepts; ``tests/test_api_fuzz.py`` fuzzes the running API against it
+with schemathesis (no 5xx, every answer matches its declared schema).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .methods import METHODS, all_params
+
+_ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
+          "properties": {"error": {"type": "string"}}}
+_PREDICTION = {
+    "type": "object", "required": ["run", "label", "index", "confidence", "probabilities"],
+    "properties": {
+        "run": {"type": "string"}, "label": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "probabilities": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
+    },
+}
+_RUN = {
+    "type": "object",
+    "required": ["name", "arch", "num_classes", "class_names", "input_size", "in_channels", "methods"],
+    "properties": {
+        "name": {"type": "string"}, "arch": {"type": "string"}, "num_classes": {"type": "integer", "minimum": 2},
+        "class_names": {"type": "array", "items": {"type": "string"}},
+        "input_size": {"type": "integer", "minimum": 1}, "in_channels": {"type": "integer", "minimum": 1},
+        "methods": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_FILE = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP image"}
+
+
+def _errors(*codes: int) -> dict:
+    words = {400: "bad input", 404: "unknown run, layer or class", 413: "upload too large",
+             415: "not a PNG, JPEG or WebP image", 503: "server busy; retry later"}
+    return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _multipart(properties: dict) -> dict:
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "properties": properties}}}}
+
+
+def method_fields() -> dict:
+    """The attribution registry's method names and integer parameters (API field names, limits)."""
+    fields = {"method": {"type": "string", "enum": list(METHODS), "default": "gradcam"}}
+    for p in all_params().values():
+        fields[p.field] = {"type": "integer", "minimum": p.lo, "maximum": p.hi, "default": p.default,
+                           "description": p.label}
+    return fields
+
+
+def openapi_document(formats: Sequence[str]) -> dict:
+    """The OpenAPI 3.0.3 document for ``/api``; ``formats`` are the explain route's output formats."""
+    run = {"type": "string", "description": "run name (default: the first loaded run)"}
+    explain_fields = {
+        "file": _FILE, "run": run, **method_fields(),
+        "target": {"type": "string", "description": "pred (default), a class name or a class index"},
+        "versus": {"type": "string", "description": "second class: the map explains target minus versus"},
+        "layer": {"type": "string", "description": "a spatial layer for layer methods"},
+        "alpha": {"type": "number", "minimum": 0, "maximum": 1},
+        "size": {"type": "integer"},
+        "format": {"type": "string", "enum": list(formats)},
+    }
+    explain_json = {"type": "object", "required": ["run", "method", "target", "prediction", "shape", "heatmap"],
+                    "properties": {"prediction": _PREDICTION,
+                                   "shape": {"type": "array", "items": {"type": "integer"}},
+                                   "heatmap": {"type": "array", "items": {"type": "array",
+                                                                         "items": {"type": "number"}}}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "xai-dashboard API", "version": "1",
+                 "description": "Predictions and attribution maps for the loaded runs."},
+        "paths": {
+            "/api/runs": {"get": {"operationId": "runs", "summary": "the loaded runs", "responses": {
+                "200": {"description": "loaded and skipped runs", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["default", "runs", "skipped"],
+                    "properties": {"default": {"type": "string"}, "runs": {"type": "array", "items": _RUN},
+                                   "skipped": {"type": "object", "additionalProperties": {"type": "string"}}},
+                }}}}}}},
+            "/api/predict": {"post": {
+                "operationId": "predict", "summary": "class probabilities of one image",
+                "requestBody": _multipart({"file": _FILE, "run": run}),
+                "responses": {"200": {"description": "the prediction",
+                                      "content": {"application/json": {"schema": _PREDICTION}}},
+                              **_errors(400, 404, 413, 415, 503)}}},
+            "/api/explain": {"post": {
+                "operationId": "explain", "summary": "an attribution map of one image",
+                "requestBody": _multipart(explain_fields),
+                "responses": {"200": {"description": "overlay PNG (format=png) or the map as JSON", "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": explain_json}}},
+                    **_errors(400, 404, 413, 415, 503)}}},
+        },
+    }
