@@ -66,12 +66,25 @@ def _write_folder(root, sizes, modes):
                 img.convert(modes[i % len(modes)]).save(d / f"{i}.png")
 
 
-def test_image_folder_any_size(tmp_path):
+def test_image_folder_any_size_is_lazy(tmp_path):
+    from trainer.batches import make_splits
+    from trainer.data import FolderDataset
+
     _write_folder(tmp_path, [(50, 40), (17, 64), (128, 128)], ["RGB", "L", "RGBA", "P"])
-    ds = load_dataset(f"imagefolder:{tmp_path}", input_size=24)
-    assert ds.classes == ("cats", "dogs")
-    assert ds.train_x.shape == (12, 3, 24, 24) and ds.test_x.shape == (6, 3, 24, 24)
-    assert ds.train_y.tolist() == [0] * 6 + [1] * 6
+    ds = load_dataset(f"imagefolder:{tmp_path}", input_size=24, workers=0)
+    assert isinstance(ds, FolderDataset) and not hasattr(ds, "train_x")  # nothing decoded as one array
+    assert ds.classes == ("cats", "dogs") and ds.train_y.tolist() == [0] * 6 + [1] * 6
+    assert ds.test_x.shape == (6, 3, 24, 24) and ds.test_x.dtype == torch.uint8
+    cpu, layout = torch.device("cpu"), torch.contiguous_format
+    train, _, mean, std = make_splits(ds, torch.arange(12), torch.arange(0), cpu, layout)
+    x, y, idx = next(train.batches([torch.tensor([11, 0, 5])]))
+    assert x.shape == (3, 3, 24, 24) and x.dtype == torch.float32
+    assert y.tolist() == [1, 0, 0] and idx.tolist() == [11, 0, 5]
+    # The decoded batch is the shared preprocessing of exactly those files, normalised.
+    from trainer.preprocess import normalize, pil_to_array
+
+    want = pil_to_array(Image.open(tmp_path / "train" / "dogs" / "5.png"), 24)
+    torch.testing.assert_close(x[0], normalize(torch.from_numpy(want)[None], mean, std)[0])
 
 
 def test_image_folder_needs_splits(tmp_path):

@@ -176,3 +176,72 @@ def test_fast_recipe_short_run_and_whitening(cifar_dir, tmp_path):
     assert torch.allclose(cov.diag(), expected, rtol=0.12, atol=0), (cov.diag(), expected)  # held-out sampling noise
     assert (cov.diag() > 0.9).sum() >= 10, cov.diag()
     assert torch.equal(net.whiten.weight[12:], -net.whiten.weight[:12])
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _one_line_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_abbreviated_flags_are_rejected(capsys):
+    err = _one_line_error(["--dataset", "digits", "--epoch", "1"], capsys)
+    assert "unrecognized arguments: --epoch" in err
+
+
+def test_unknown_model_lists_the_zoo(capsys):
+    err = _one_line_error(["--model", "nosuch"], capsys)
+    assert "invalid choice: 'nosuch'" in err and "resnet18" in err and "lenet5" in err
+
+
+def test_pretrained_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["--dataset", "digits", "--model", "lenet5", "--pretrained", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lenet5 has no pretrained weights" in err[0] and "resnet50" in err[0]
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    assert main(["--dataset", "digits", "--model", "mobilenet_v3_small", "--pretrained", "--epochs", "1",
+                 "--train-subset", "64", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --pretrained" in err[0] and "network is unreachable" in err[0]
+    assert not (tmp_path / "b" / "meta.json").exists()
+
+
+def test_help_documents_every_flag_and_the_datasets():
+    from trainer.cli import train_parser
+
+    parser = train_parser()
+    for action in parser._actions:
+        assert action.help and "\n" not in action.help, action.option_strings
+        if action.choices and action.dest != "model_kwargs":
+            assert all(str(c) in action.help for c in action.choices), action.option_strings
+    text = parser.format_help()
+    assert "imagefolder:PATH" in text and "PATH/train/CLASS/" in text and "PATH/test/CLASS/" in text
+
+
+def test_explain_subcommand_points_to_the_dashboard(capsys):
+    assert main(["explain", "runs/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["xai-train: error: `xai-train explain` has moved: run `xai-dashboard precompute gradcam runs/x`"]
+
+
+def test_class_report_shows_balanced_accuracy_only_when_imbalanced():
+    from trainer.train import class_report
+
+    labels = np.array([0] * 90 + [1] * 10)
+    preds = np.zeros(100, dtype=np.int64)  # always "a": 90% accurate, useless for "b"
+    text = class_report(labels, preds, ("a", "b"))
+    lines = text.splitlines()
+    assert lines[1].split() == ["a", "1.0000", "90"] and lines[2].split() == ["b", "0.0000", "10"]
+    assert "accuracy 0.9000, balanced accuracy 0.5000" in lines[-1]
+    even = class_report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ("a", "b"))
+    assert even.splitlines()[-1] == "accuracy 0.7500"

@@ -9,15 +9,16 @@ from ``(seed, epoch)``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainer import outdir
 from trainer.rundir import atomic_write, write_json
 
 STATE_DIR = "checkpoint"
+FILES = (f"{STATE_DIR}/state.safetensors", f"{STATE_DIR}/state.json")
 
 
 def _flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -55,6 +56,7 @@ def save_state(run_dir: Path, *, model, optimizer, extra_tensors: dict[str, dict
         tensors.update({f"{group}/{k}": v for k, v in values.items()})
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     d = Path(run_dir) / STATE_DIR
+    outdir.record(run_dir, FILES)
     atomic_write(d / "state.safetensors", lambda f: f.write(blob))
     # The JSON is written last: its presence marks a complete checkpoint.
     write_json(d / "state.json", {**info, "optimizer": opt_info})
@@ -78,4 +80,5 @@ def load_state(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict,
 
 
 def clear_state(run_dir: Path) -> None:
-    shutil.rmtree(Path(run_dir) / STATE_DIR, ignore_errors=True)
+    """Delete the trainer's own checkpoint files; the folder goes only if nothing else is in it."""
+    outdir.remove_recorded(run_dir, FILES)

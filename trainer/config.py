@@ -13,6 +13,7 @@ from trainer.augment import AugmentConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau", "triangle")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,11 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     input_size: int | None = None        # imagefolder/digits: side after resize + centre crop
-    train_subset: int | None = None      # first N training images (quick runs and tests)
+    train_subset: int | None = None      # first N training images (image folders: spread over the classes)
     test_subset: int | None = None
     val_fraction: float = 0.1
     pretrained: bool = False
+    workers: int | None = None           # imagefolder decoding processes; None = the CPU cores we may use
 
     epochs: float = 10
     batch_size: int = 128
@@ -70,8 +72,10 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
         if self.loss_reduction not in ("mean", "sum"):
             raise ValueError("loss_reduction must be mean or sum")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError("precision must be auto, fp32, bf16 or fp16")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError("workers must be 0 (decode in the training process) or more")
         if self.epochs <= 0 or self.batch_size <= 0:
             raise ValueError("epochs and batch_size must be positive")
         if self.patience and self.val_fraction == 0:

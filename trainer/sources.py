@@ -11,6 +11,8 @@ Specs understood by :func:`read_dataset`:
   else torchvision's CIFAR10 in ``~/.cache/xai-dashboard/cifar10`` (downloaded once).
 * ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) in
   torchvision's ImageFolder layout, any image size, resized and centre-cropped.
+  Read lazily (:mod:`trainer.folders`); here only its test split is decoded, and
+  its fingerprint is that of the test file list (paths, sizes, labels).
 * ``digits``: scikit-learn's bundled 8x8 digits, upscaled; works offline.
 """
 from __future__ import annotations
@@ -71,7 +73,10 @@ def read_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_siz
     if spec == "digits":
         return _digits(input_size or 32)
     if spec.startswith("imagefolder:"):
-        return _image_folder(Path(spec.split(":", 1)[1]).expanduser(), input_size or 32)
+        if train:
+            raise ValueError("an image folder's training images are read lazily: use trainer.data.load_dataset")
+        x, y, files, classes = _image_folder_test(folder_root(spec), input_size or 32)
+        return ImageArrays(f"imagefolder:{files.root.name}", x[:0], y[:0], x, y, classes)
     raise ValueError(f"unknown dataset {spec!r}; use cifar10, digits or imagefolder:PATH")
 
 
@@ -132,23 +137,19 @@ def _digits(size: int) -> ImageArrays:
     return ImageArrays("digits", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)))
 
 
-def _image_folder(root: Path, size: int) -> ImageArrays:
-    from torchvision.datasets import ImageFolder
+def folder_root(spec: str) -> Path:
+    """``imagefolder:PATH`` -> PATH."""
+    return Path(spec.split(":", 1)[1]).expanduser()
 
-    from trainer.preprocess import pil_to_array
 
-    test_root = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
-    if not (root / "train").is_dir() or test_root is None:
-        raise DatasetUnavailable(f"{root}: expected train/ and test/ (or val/) sub-folders in ImageFolder layout")
-    parts = []
-    for sub in (root / "train", test_root):
-        folder = ImageFolder(str(sub))
-        xs = [pil_to_array(folder.loader(p), size) for p, _ in folder.samples]
-        parts.append((np.stack(xs), np.asarray(folder.targets, dtype=np.int64), folder.classes))
-    (trx, try_, tr_classes), (tex, tey, te_classes) = parts
-    if tr_classes != te_classes:
-        raise DatasetUnavailable(f"{root}: train classes {tr_classes} differ from test classes {te_classes}")
-    return ImageArrays(f"imagefolder:{root.name}", trx, try_, tex, tey, tuple(tr_classes))
+def _image_folder_test(root: Path, size: int, n: int | None = None):
+    """(uint8 ``(N, C, size, size)``, labels ``(N,)``, decoded FileList, classes) of ``n`` test files
+    spread over the classes (:meth:`trainer.folders.FileList.spread`), as the trainer picked them."""
+    from trainer.folders import decode_files, open_folder
+
+    classes, _, test = open_folder(root, train=False)
+    x, files = decode_files(test.spread(n), size)
+    return x, files.labels, files, classes
 
 
 def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = None,
@@ -158,10 +159,14 @@ def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = Non
     Reloads the dataset named in ``meta.json`` and checks its fingerprint, so
     predictions are never paired with the wrong images.
     """
-    ds = read_dataset(dataset_meta.get("spec", dataset_meta["name"]), data_dir, input_size, train=False)
-    n = dataset_meta.get("test_subset") or len(ds.test_y)
-    x, y = ds.test_x[:n], ds.test_y[:n]
-    found = fingerprint(x, y)
+    spec, n = dataset_meta.get("spec", dataset_meta["name"]), dataset_meta.get("test_subset")
+    if spec.startswith("imagefolder:"):  # only the test files are listed and decoded
+        x, y, files, _ = _image_folder_test(folder_root(spec), input_size or 32, n)
+        found = files.fingerprint()
+    else:
+        ds = read_dataset(spec, data_dir, input_size, train=False)
+        x, y = ds.test_x[:n or len(ds.test_y)], ds.test_y[:n or len(ds.test_y)]
+        found = fingerprint(x, y)
     if found != dataset_meta["fingerprint"]:
         raise DatasetUnavailable(
             f"the {dataset_meta['name']} test set found has fingerprint {found}, but the run was evaluated "
