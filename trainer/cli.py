@@ -3,6 +3,7 @@
     xai-train --recipe fast --out runs/fast            train (flags mirror the config fields)
     xai-train --resume runs/fast                       continue a killed run
     xai-train predict RUN_DIR                          recompute predictions.npz
+    torchrun --nproc_per_node N -m trainer.cli predict RUN_DIR    the same, sharded over N processes
     xai-train models                                   list the model zoo
 """
 from __future__ import annotations
@@ -172,15 +173,18 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
         for m in list_models():
             print(f"{m:20s} {get_spec(m).description}")
         return 0
-    p = _Parser(prog=f"xai-train {name}", allow_abbrev=False, description="recompute RUN_DIR/predictions.npz")
+    p = _Parser(prog=f"xai-train {name}", allow_abbrev=False,
+                description="recompute RUN_DIR/predictions.npz; under `torchrun --nproc_per_node N -m trainer.cli "
+                            "predict RUN_DIR` each process predicts a shard and rank 0 writes")
     p.add_argument("run_dir", help="run directory written by xai-train")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $XAI_DATA_DIR)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     args = p.parse_args(argv)
     from trainer.repredict import repredict
 
     meta = repredict(Path(args.run_dir), args.data_dir, args.device)
-    print(f"wrote {args.run_dir}/predictions.npz: test accuracy {meta['test_accuracy']:.4f}")
+    if meta is not None:  # rank 0 (or the only process) wrote the file
+        print(f"wrote {args.run_dir}/predictions.npz: test accuracy {meta['test_accuracy']:.4f}")
     return 0
 
 

@@ -67,12 +67,14 @@ class Dist:
 
 
 def init_distributed(device_request: str) -> tuple[Dist, torch.device]:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): one process per GPU
+    (``cuda:LOCAL_RANK``, nccl) when CUDA is available and not refused, else the CPU with gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    requested = pick_device(device_request)  # raises when CUDA is asked for but absent
     if world == 1:
-        return Dist(), pick_device(device_request)
+        return Dist(), requested
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_request in ("auto", "cuda")
+    use_cuda = requested.type == "cuda"  # any cuda[:N] request means "this process's GPU"
     if use_cuda:
         torch.cuda.set_device(local)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
