@@ -13,6 +13,8 @@ Specs understood by :func:`read_dataset`:
   torchvision's ImageFolder layout, any image size, resized and centre-cropped.
   Read lazily (:mod:`trainer.folders`); here only its test split is decoded, and
   its fingerprint is that of the test file list (paths, sizes, labels).
+  :func:`folder_test_files` rebuilds that list from the run's record without
+  listing or decoding anything (the dashboard decodes each image when shown).
 * ``digits``: scikit-learn's bundled 8x8 digits, upscaled; works offline.
 """
 from __future__ import annotations
@@ -142,6 +144,61 @@ def folder_root(spec: str) -> Path:
     return Path(spec.split(":", 1)[1]).expanduser()
 
 
+def locate_folder(spec: str, data_dir: str | os.PathLike | None = None, probe: str | None = None) -> Path:
+    """Where the folder of ``imagefolder:PATH`` is now: PATH, else (it moved) ``DATA_DIR/<its name>``
+    or ``DATA_DIR`` itself (``data_dir`` or ``$XAI_DATA_DIR``). A candidate counts when it is a
+    folder and, given a ``probe`` path relative to it (a test file), holds that file."""
+    root, moved = folder_root(spec), data_dir_from(data_dir)
+    candidates = [root] + ([moved / root.name, moved] if moved is not None else [])
+    for folder in candidates:
+        if folder.is_dir() and (probe is None or (folder / probe).is_file()):
+            return folder
+    tried = f" (nor {' or '.join(map(str, candidates[1:]))})" if moved is not None else ""
+    raise DatasetUnavailable(
+        f"folder not found: {root}{tried}. Fix: if the images moved, start with --data-dir DIR (or set "
+        f"{DATA_ENV}) naming the folder or the folder that holds it")
+
+
+def folder_test_files(dataset_meta: dict, records: list[dict], data_dir: str | os.PathLike | None = None,
+                      checked: int = 64):
+    """The :class:`trainer.folders.FileList` of a run's recorded test split (``[{path, label, size}]``,
+    :func:`trainer.rundir.load_test_files`), without listing or decoding the folder.
+
+    The list must hash to the run's fingerprint, and ``checked`` files spread over it must exist
+    with their recorded sizes: cheap (a few stats, not 100,000) and it catches a moved, replaced
+    or re-encoded folder; a file changed later fails when it is shown.
+    """
+    from trainer.folders import FileList
+
+    spec = dataset_meta.get("spec", dataset_meta["name"])
+    try:
+        paths = tuple(str(r["path"]) for r in records)
+        labels = np.asarray([r["label"] for r in records], dtype=np.int64)
+        sizes = np.asarray([r["size"] for r in records], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetUnavailable(f"the recorded test file list is malformed ({type(e).__name__}: {e})") from None
+    root = locate_folder(spec, data_dir, paths[0] if paths else None)
+    files = FileList(root, paths, labels, sizes)
+    check_fingerprint(dataset_meta, files.fingerprint())
+    for i in np.unique(np.linspace(0, len(files) - 1, min(checked, len(files))).astype(np.int64)):
+        try:
+            found = (root / paths[i]).stat().st_size
+        except OSError:
+            raise DatasetUnavailable(f"{root / paths[i]}: missing, though the run was evaluated on it") from None
+        if found != sizes[i]:
+            raise DatasetUnavailable(f"{root / paths[i]}: {found:,} bytes, the run was evaluated on a file of "
+                                     f"{sizes[i]:,}: different data — refusing to pair them")
+    return files
+
+
+def check_fingerprint(dataset_meta: dict, found: str) -> None:
+    if found != dataset_meta["fingerprint"]:
+        raise DatasetUnavailable(
+            f"the {dataset_meta['name']} test set found has fingerprint {found}, but the run was evaluated "
+            f"on {dataset_meta['fingerprint']}: different data (or a different order) — refusing to pair them"
+        )
+
+
 def _image_folder_test(root: Path, size: int, n: int | None = None):
     """(uint8 ``(N, C, size, size)``, labels ``(N,)``, decoded FileList, classes) of ``n`` test files
     spread over the classes (:meth:`trainer.folders.FileList.spread`), as the trainer picked them."""
@@ -161,15 +218,11 @@ def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = Non
     """
     spec, n = dataset_meta.get("spec", dataset_meta["name"]), dataset_meta.get("test_subset")
     if spec.startswith("imagefolder:"):  # only the test files are listed and decoded
-        x, y, files, _ = _image_folder_test(folder_root(spec), input_size or 32, n)
+        x, y, files, _ = _image_folder_test(locate_folder(spec, data_dir), input_size or 32, n)
         found = files.fingerprint()
     else:
         ds = read_dataset(spec, data_dir, input_size, train=False)
         x, y = ds.test_x[:n or len(ds.test_y)], ds.test_y[:n or len(ds.test_y)]
         found = fingerprint(x, y)
-    if found != dataset_meta["fingerprint"]:
-        raise DatasetUnavailable(
-            f"the {dataset_meta['name']} test set found has fingerprint {found}, but the run was evaluated "
-            f"on {dataset_meta['fingerprint']}: different data (or a different order) — refusing to pair them"
-        )
+    check_fingerprint(dataset_meta, found)
     return x, y

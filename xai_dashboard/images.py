@@ -1,27 +1,44 @@
-"""Test images as small PNGs: upscaling, encoding, caching, and the ``/img`` route.
+"""Test images as small PNGs/JPEGs: upscaling, encoding, caching, and the ``/img`` route.
 
 Galleries reference images by URL (``/img/<run>/<index>.png?size=96&v=<fp>``)
 instead of shipping base64 in callback payloads: the browser fetches them in
 parallel and caches them, and the gallery callback stays a few kilobytes.
-PNG bytes are memoised per process by ``(dataset fingerprint, index, size)`` in
+Bytes are memoised per process by ``(dataset fingerprint, index, size)`` in
 a cache bounded in bytes (``$XAI_THUMB_CACHE_MB``, 64 MB); the same key is the
 HTTP ETag, so a revalidation costs no encoding at all.
+
+CIFAR-10 and digits images are the network's own pixels, upscaled (PNG). An image
+folder's come from the user's original file, shrunk to fit ``size`` with its aspect
+ratio (JPEG ``draft``, then ``thumbnail``; JPEG bytes, PNG when it has alpha), so the
+user sees the real photo; those are also kept on disk, shared by every worker and
+restart, in a diskcache bounded in bytes (``$XAI_THUMB_DISK_MB``, 512 MB) beside the
+explanation cache (:mod:`.cache`: private folder, raw bytes only, never pickle).
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
+import diskcache
 import numpy as np
 from PIL import Image
+
+from trainer.preprocess import DEEP_GREY
+from trainer.sources import DatasetUnavailable
+
+from .cache import SafeDisk, _private_database, cache_dir
 
 MIN_SIZE, MAX_SIZE, THUMB_SIZE, DETAIL_SIZE = 8, 512, 96, 256
 CACHE_SECONDS = 7 * 24 * 3600
 THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB = "XAI_THUMB_CACHE_MB", 64
+THUMB_DISK_ENV, DEFAULT_THUMB_DISK_MB = "XAI_THUMB_DISK_MB", 512
+JPEG_QUALITY = 85
 ECHO_LIMIT = 80  # characters of a user-supplied value an error message may repeat
 
 
@@ -124,25 +141,77 @@ class ByteLRU:
                 self.nbytes -= len(dropped)
 
 
-def _thumb_cache_bytes() -> int:
+def _megabytes(env: str, default: float) -> int:
+    """``$env`` megabytes as bytes (``default`` when unset or not a number)."""
     try:
-        mb = float(os.environ.get(THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB))
+        mb = float(os.environ.get(env, default))
     except ValueError:
-        mb = DEFAULT_THUMB_CACHE_MB
+        mb = default
     return int(max(mb, 0) * 2**20)
 
 
-THUMBNAILS = ByteLRU(_thumb_cache_bytes())
+THUMBNAILS = ByteLRU(_megabytes(THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB))
+
+
+@functools.lru_cache(maxsize=4)
+def _open_disk(path: str, size_limit: int) -> diskcache.Cache:
+    cache = diskcache.Cache(path, size_limit=size_limit, disk=SafeDisk)
+    _private_database(Path(path))
+    return cache
+
+
+def thumbnail_disk() -> diskcache.Cache:
+    """The on-disk thumbnail cache: ``thumbnails/`` in :func:`.cache.cache_dir`, 0700, one handle per process."""
+    return _open_disk(str(cache_dir(cache_dir() / "thumbnails")), _megabytes(THUMB_DISK_ENV, DEFAULT_THUMB_DISK_MB))
+
+
+def _displayable(img: Image.Image, size: int) -> Image.Image:
+    """Any decoded image -> RGB, L, RGBA or LA (what JPEG/PNG take and browsers show)."""
+    if img.mode in ("RGB", "L", "RGBA", "LA"):
+        return img
+    if img.mode in DEEP_GREY:  # 16/32-bit greyscale: shrunk first, then the brightest pixel made white
+        img = img.convert("I")
+        factor = max(1, min(img.size) // size)
+        arr = np.asarray(img.reduce(factor) if factor > 1 else img, dtype=np.float32)
+        return Image.fromarray((arr * (255.0 / max(float(arr.max()), 255.0))).astype(np.uint8))
+    return img.convert("RGBA" if img.mode in ("PA", "RGBa") or "transparency" in img.info else "RGB")
+
+
+def original_thumbnail(source, index: int, size: int) -> bytes:
+    """Test image ``index`` of an image folder's ``source`` (:class:`.image_source.FolderTestImages`), from
+    the original file, shrunk to fit ``size`` x ``size`` keeping its aspect ratio (never enlarged):
+    JPEG bytes, or PNG when it has transparency."""
+    img = _displayable(source.original(index, fit=size), size)
+    img.thumbnail((size, size), Image.Resampling.BICUBIC)
+    if "A" in img.getbands():
+        return encode_png(img)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def mimetype(data: bytes) -> str:
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
 
 
 def thumbnail_png(images: ImageSet, index: int, size: int) -> bytes:
-    """PNG of test image ``index`` scaled to ``size`` px (~2-10 KB at 96 px), memoised in :data:`THUMBNAILS`."""
+    """Test image ``index`` at ``size`` px, memoised in :data:`THUMBNAILS`: the network's pixels upscaled
+    to a PNG (~2-10 KB at 96 px), or for an image folder the original file's thumbnail (see
+    :func:`original_thumbnail`; PNG or JPEG, :func:`mimetype` tells), also kept in :func:`thumbnail_disk`."""
     key = (images.key, index, size)
-    png = THUMBNAILS.get(key)
-    if png is None:
-        png = encode_png(upscale(to_hwc(images.images[index]), size))
-        THUMBNAILS.put(key, png)
-    return png
+    data = THUMBNAILS.get(key)
+    if data is not None:
+        return data
+    if hasattr(images.images, "original"):
+        disk, disk_key = thumbnail_disk(), f"thumb/{images.key}/{index}/{size}"
+        data = disk.get(disk_key)
+        if not isinstance(data, bytes):  # a miss (or a foreign row: rewritten below)
+            data = original_thumbnail(images.images, index, size)
+            disk.set(disk_key, data)
+    else:
+        data = encode_png(upscale(to_hwc(images.images[index]), size))
+    THUMBNAILS.put(key, data)
+    return data
 
 
 def etag(images: ImageSet, index: int, size: int) -> str:
@@ -176,7 +245,11 @@ def register_image_route(server, store, prefix: str = "/") -> None:
         if request.if_none_match.contains(tag):
             resp = server.response_class(status=304)
         else:
-            resp = server.response_class(thumbnail_png(images, index, size), mimetype="image/png")
+            try:
+                data = thumbnail_png(images, index, size)
+            except DatasetUnavailable as e:  # the file changed or went away since start-up
+                abort(404, description=str(e))
+            resp = server.response_class(data, mimetype=mimetype(data))
         resp.set_etag(tag)
         # Only a URL that names the dataset version may be cached without asking again;
         # a bare /img/<run>/<i>.png could point at another dataset after a restart.

@@ -1,5 +1,10 @@
 """Loaded runs: validated run directories, their predictions and test images.
 
+A run's test images are a uint8 array for CIFAR-10 and digits (small, shared per
+dataset) and, for an image folder, a :class:`~.image_source.FolderTestImages`
+that decodes each file when it is shown: opening a folder run reads its
+predictions and its recorded test file list, and decodes no image.
+
 A :class:`RunStore` is built once per process (per gunicorn worker) and is
 read-only afterwards; per-user state lives in the page. Models are loaded
 lazily and each carries a lock, because Captum registers hooks on the shared
@@ -24,6 +29,8 @@ import numpy as np
 from trainer.rundir import HISTORY, META, PREDICTIONS, WEIGHTS, Run, RunDirError, find_runs, load_run
 from trainer.sources import DatasetUnavailable, load_test_split
 
+from .image_source import FolderTestImages, open_folder_split
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,12 +49,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class LoadedRun:
     """One run with everything the views need.
 
-    ``images`` uint8 numpy ``(N, C, H, W)``, ``labels``/``preds`` int64 ``(N,)``,
-    ``probs`` float32 ``(N, K)`` softmax of the stored logits.
+    ``images`` uint8 ``(N, C, H, W)``: a numpy array, or for an image folder a
+    :class:`~.image_source.FolderTestImages` indexed the same way (``images[i]``,
+    ``images[indices]``, ``len``, ``shape``) that decodes on demand.
+    ``labels``/``preds`` int64 ``(N,)``, ``probs`` float32 ``(N, K)`` softmax of the stored logits.
     """
 
     run: Run
-    images: np.ndarray
+    images: np.ndarray | FolderTestImages
     labels: np.ndarray
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -151,7 +160,7 @@ class RunStore:
         runs: dict[str, LoadedRun] = {}
         skipped: dict[str, str] = {}
         sentences: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (what, fix) -> [(run, reason)]
-        images: dict[str, tuple[np.ndarray, np.ndarray] | DatasetUnavailable] = {}
+        images: dict[tuple, tuple[np.ndarray | FolderTestImages, np.ndarray] | DatasetUnavailable] = {}
         for d in dirs:
             run = None
             try:
@@ -198,6 +207,9 @@ def _problem(e: Exception, run_dir: Path, run: Run | None) -> tuple[str, str]:
             return ("the CIFAR-10 test images they were evaluated on could not be loaded",
                     "start with --data-dir DIR (or set XAI_DATA_DIR) pointing at a folder with "
                     "cifar10_train.npz and cifar10_test.npz")
+        if str(e).startswith("folder not found: "):  # the one sentence a user who moved the folder needs
+            return (str(e).split(" (nor ")[0].split(". Fix")[0],
+                    "if it moved, start with --data-dir DIR (or set XAI_DATA_DIR) naming where it is now")
         return (f"the {dataset['name']} test images they were evaluated on could not be loaded",
                 f"make {dataset['spec']!r} readable (details below)")
     if isinstance(e, RunDirError):
@@ -224,12 +236,16 @@ def _who(group: list[tuple[str, str]]) -> str:
 
 
 def _shared_test_split(run: Run, data_dir: str | None, images: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The run's test split, read once per fingerprint; a failure is remembered too, so ten runs
-    on a missing dataset do not try (and maybe try to download) it ten times."""
-    key = run.meta["dataset"]["fingerprint"]
+    """The run's test split, read once per (fingerprint, input size, channels); a failure is remembered
+    too, so ten runs on a missing dataset do not try (and maybe try to download) it ten times."""
+    meta = run.meta
+    key = (meta["dataset"]["fingerprint"], meta["input_size"], meta["in_channels"])
     if key not in images:
         try:
-            images[key] = _test_split(run.meta["dataset"], data_dir, run.meta["input_size"])
+            if meta["dataset"].get("spec", "").startswith("imagefolder:"):
+                images[key] = open_folder_split(run, data_dir)
+            else:
+                images[key] = _test_split(meta["dataset"], data_dir, meta["input_size"])
         except DatasetUnavailable as e:
             images[key] = e
     if isinstance(images[key], DatasetUnavailable):
