@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KINDS: dict[str, str] = {"gradcam": "xai_dashboard.precompute:precompute_gradcam",
-                         "sanity": "xai_dashboard.sanity:precompute_sanity"}
+                         "sanity": "xai_dashboard.sanity:precompute_sanity",
+                         "scoreboard": "xai_dashboard.scoreboard:precompute_scoreboard"}
 MAX_JOBS = int(os.environ.get("XAI_MAX_JOBS", "1"))
 
 
