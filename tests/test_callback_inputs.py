@@ -4,6 +4,8 @@ value into a valid one or a :class:`~xai_dashboard.inputs.BadInput`, and crafted
 with the problem in words: never a 500, never the wrong images."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import shutil
@@ -22,7 +24,8 @@ from xai_dashboard.inputs import BadInput
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = "digits-demo"
 TWIN = "digits-twin"
-VIEW_MODULES = {f"xai_dashboard.views.{v}": v for v in ("overview", "errors", "threshold", "compare")}
+VIEW_MODULES = {f"xai_dashboard.views.{v}": v
+                for v in ("overview", "errors", "threshold", "compare", "explain", "sidebyside")}
 
 
 # ---------------------------------------------------------------- two comparable runs, no external data
@@ -66,17 +69,38 @@ def twin_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client_and_deps(twin_store):
+def client_and_deps(twin_store, tmp_path_factory):
+    from xai_dashboard import jobs
+
     app = create_app(store=twin_store)
     client = app.server.test_client()
     assert client.get("/").status_code == 200  # Dash builds its dependency list on the first request
     deps = client.get("/_dash-dependencies").get_json()
-    return app, client, deps
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XAI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))  # maps of the explain views
+        # a precompute click answers as when the job cannot start; no job writes into the shipped demo run
+        mp.setattr(jobs, "start", lambda kind, run_dir, data_dir: None)
+        yield app, client, deps
 
 
 # ---------------------------------------------------------------- crafted payloads
 
 NAN = float("nan")
+
+def _png_url(size: int = 20) -> str:
+    """dcc.Upload's data URL of a small grey PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+DEMO_META = json.loads((ROOT / "checkpoints" / DEMO / "meta.json").read_text())
+CAM_LAYER = DEMO_META["gradcam_layer"]
+# The explanations view's xp-image for an upload prepared for the demo (shape [1, 32, 32]).
+_PIXELS = base64.b64encode(bytes(32 * 32)).decode("ascii")
+UPLOADED = {"kind": "upload", "run": DEMO, "name": "a.png", "shape": [1, 32, 32], "pixels": _PIXELS}
 
 # What the page sends in normal use, per (component id, property).
 VALID = {
@@ -88,6 +112,18 @@ VALID = {
     ("threshold-recall", "value"): 0.9, ("threshold-cost", "value"): 5, ("chosen-thresholds", "data"): {},
     ("threshold-slider", "value"): 0.5, ("compare-a", "value"): DEMO, ("compare-b", "value"): TWIN,
     ("gallery-export", "n_clicks"): 1, ("compare-export-set", "value"): "fixed",
+    # explanations
+    ("upload-image", "contents"): _png_url(), ("upload-image", "filename"): "a.png", ("xp-test-index", "value"): 3,
+    ("xp-image", "data"): {"kind": "test", "run": DEMO, "index": 3}, ("xp-method", "value"): "gradcam",
+    ("xp-target", "value"): "pred", ("xp-cam-layer", "value"): CAM_LAYER, ("xp-opacity", "value"): 0.5,
+    ("xp-param-ig_steps", "value"): 32, ("xp-param-window", "value"): 8, ("xp-param-stride", "value"): 4,
+    ("xp-precompute-status", "children"): "", ("layer-select", "value"): CAM_LAYER, ("xp-fm-all", "value"): [],
+    ("xp-detail-method", "value"): "gradcam", ("xp-detail-target", "value"): "pred",
+    ("xp-precompute", "n_clicks"): 1, ("xp-precompute-poll", "n_intervals"): 1,
+    ("xp-sanity-metric", "value"): "spearman",
+    # side by side
+    ("sbs-index", "value"): 3, ("sbs-source", "data"): {"kind": "test", "run": DEMO, "index": 3},
+    ("sbs-runs", "value"): [DEMO, TWIN], ("sbs-methods", "value"): ["gradcam", "saliency"],
 }
 for _key in ("fixed", "introduced", "both"):
     VALID.update({(f"compare-{_key}-prev", "n_clicks"): 0, (f"compare-{_key}-next", "n_clicks"): 1,
@@ -101,6 +137,14 @@ _PAGE = [("abc", "'abc'"), ([1], "page"), ({"p": 1}, "page"), (1.5, "1.5"), (-3,
 _SELECTION = [({"run": DEMO, "cells": [[99, 99]]}, "99"), ({"run": DEMO, "cells": [[-1, 2]]}, "-1"),
               ({"run": DEMO, "cells": "abc"}, "'abc'"), ({"run": DEMO, "cells": [[1]]}, "[1]"),
               ({"cells": [[1, 2]]}, "selection"), ("abc", "'abc'"), ({"run": DEMO, "cells": [[True, 2]]}, "True")]
+_INDEX = [(-1, "-1"), (10 ** 9, "1000000000"), ("abc", "'abc'"), (2.5, "2.5"), (True, "True"), ([3], "[3]")]
+_SHOWN_TEST = [({"kind": "test", "run": DEMO, "index": -1}, "-1"), ({"kind": "test", "run": DEMO, "index": 10 ** 9},
+                                                                    "1000000000"),
+               ({"kind": "test", "run": "nope", "index": 0}, "unknown run 'nope'"), ("abc", "'abc'"), ([1], "[1]"),
+               ({"kind": "test", "run": DEMO}, "None"), ({"kind": "file", "path": "/etc/passwd"}, "'file'")]
+_XP_IMAGE = _SHOWN_TEST + [
+    ({**UPLOADED, "pixels": "!!"}, "upload it again"), ({**UPLOADED, "shape": [3, 32, 32]}, "upload it again"),
+    ({**UPLOADED, "pixels": _PIXELS[:-8]}, "upload it again"), ({**UPLOADED, "pixels": 5}, "upload it again")]
 _CHOSEN = [("abc", "'abc'"), ([1, 2], "threshold"), ({DEMO: {"positive": "x", "threshold": 0.5}}, "'x'"),
            ({DEMO: {"positive": 3, "threshold": NAN}}, "nan"), ({DEMO: "abc"}, "'abc'")]
 CRAFTED = {
@@ -124,23 +168,68 @@ CRAFTED = {
     ("chosen-thresholds", "data"): _CHOSEN,
     ("compare-a", "value"): [("no-such-run", "unknown run 'no-such-run'"), (5, "unknown run 5")],
     ("compare-b", "value"): [("no-such-run", "unknown run 'no-such-run'"), (5, "unknown run 5")],
+    # explanations (a method's parameters are sent with that method: the others ignore them)
+    ("upload-image", "contents"): [("abc", None), (5, "5"), (["x"], "['x']"), ("data:image/png;base64,!!", None)],
+    ("upload-image", "filename"): [(5, None), (["x"], None)],
+    ("xp-test-index", "value"): _INDEX,
+    ("xp-image", "data"): _XP_IMAGE,
+    ("xp-method", "value"): [("bogus", "'bogus'"), (5, "5"), (["gradcam"], "['gradcam']")],
+    ("xp-target", "value"): [("99", "99"), ("-1", "'-1'"), ("abc", "'abc'"), (3.5, "3.5"), ([1], "[1]")],
+    ("xp-cam-layer", "value"): [("nope", "'nope'"), (5, "5"), ("classifier.fc1", "spatial")],
+    ("xp-opacity", "value"): [(NAN, "nan"), (2, "2"), ("x", "'x'"), (-0.1, "-0.1")],
+    ("xp-param-ig_steps", "value"): [(10 ** 9, "1000000000"), (1, "got 1"), ("abc", "'abc'"), (2.5, "2.5")],
+    ("xp-param-window", "value"): [(0, "got 0"), (300, "300"), ("x", "'x'")],
+    ("xp-param-stride", "value"): [(0, "got 0"), (50, "larger than window"), (NAN, "nan")],
+    ("layer-select", "value"): [("nope", "'nope'"), (5, "5"), ({"a": 1}, "'a'")],
+    ("xp-fm-all", "value"): [("all", "'all'"), (5, "5"), (["bogus"], "'bogus'")],
+    ("xp-detail-method", "value"): [("bogus", "'bogus'"), (5, "5")],
+    ("xp-detail-target", "value"): [("bogus", "'bogus'"), (5, "5")],
+    ("xp-sanity-metric", "value"): [("bogus", "'bogus'"), (5, "5")],
+    # side by side
+    ("sbs-index", "value"): _INDEX,
+    ("sbs-source", "data"): _SHOWN_TEST,
+    ("sbs-upload", "contents"): [(5, "5"), ("abc", None), ("data:image/png;base64,!!", None)],
+    ("sbs-runs", "value"): [("abc", None), (["nope"], None), (5, None)],
+    ("sbs-methods", "value"): [("abc", None), (["nope"], None), (5, None)],
+    # the explanations tab's link compares its test image, or the file in upload-image for an upload
+    ("sidebyside", "xp-image", "data"): _SHOWN_TEST,
 }
+# Parameters only matter with the method that reads them, upload-image in the side-by-side link with an upload
+# shown: sent together; keyed by the value, or by (view, callback, id).
+ALONG = {("xp-param-ig_steps", "value"): {("xp-method", "value"): "integrated_gradients"},
+         ("xp-param-window", "value"): {("xp-method", "value"): "occlusion"},
+         ("xp-param-stride", "value"): {("xp-method", "value"): "occlusion"},
+         ("sidebyside", "choose_source", "upload-image"): {("xp-image", "data"): UPLOADED}}
 for _key in ("fixed", "introduced", "both"):
     CRAFTED[(f"compare-{_key}-page", "data")] = _PAGE
-# A state only matters when the input that reads it fires: crafted states are sent with that trigger.
+# A state only matters when the input that reads it fires: crafted states are sent with that trigger, a
+# property id or a pattern-matching button clicked; keyed by the state, or by (view, callback, state).
+EXPLAIN_LINK = {"id": {"type": "sbs-open", "from": "explain"}, "property": "n_clicks", "value": 1}
 TRIGGER = {("threshold-recall", "value"): "threshold-by-recall.n_clicks",
            ("threshold-cost", "value"): "threshold-by-cost.n_clicks",
-           ("gallery-page", "data"): "gallery-next.n_clicks"}
+           ("gallery-page", "data"): "gallery-next.n_clicks",
+           ("explain", "choose_source", "xp-image"): "run-select.value",
+           ("sidebyside", "choose_source", "run-select"): "sbs-index.value",
+           ("sidebyside", "choose_source", "sbs-upload"): "sbs-upload.contents",
+           ("sidebyside", "choose_source", "xp-image"): EXPLAIN_LINK,
+           ("sidebyside", "choose_source", "upload-image"): EXPLAIN_LINK}
 for _key in ("fixed", "introduced", "both"):
     TRIGGER[(f"compare-{_key}-page", "data")] = f"compare-{_key}-next.n_clicks"
-# The confused-pair buttons (a pattern-matching input): crafted button ids, sent as the click.
+# Pattern-matching inputs (ALL), by their ``type``: crafted button ids, each sent as the click.
 PAIR_IDS = [("99-99", "99"), ("abc", "'abc'"), ("-1--1", "-1"), ("1-2,3", "'1-2,3'"), ("", "pair")]
+PATTERN_IDS = {"pair": [({"type": "pair", "cells": c}, fragment) for c, fragment in PAIR_IDS],
+               "sbs-open": [({"type": "sbs-open", "from": "nope"}, "unknown link 'nope'"),
+                            ({"type": "sbs-open", "from": 5}, "'5'"), ({"type": "sbs-open"}, "unknown link")]}
 # Callbacks whose outputs cannot hold a sentence (a dropdown's value): they keep what they have (204);
 # the callbacks reading those values then say what is wrong.
-NO_TEXT = {"follow_selector", "candidates"}
-# (callback, input) where a malformed stored value is read as its default (``inputs.lenient``): the
-# Threshold tab's update_threshold reports and empties a bad chosen-thresholds; the others carry on.
-LENIENT = {("pick_class", "chosen-thresholds"), ("update_comparison", "chosen-thresholds")}
+NO_TEXT = {"follow_selector", "candidates", "on_run", "warm_model"}
+# (view, callback, input) where a malformed stored value is read as its default (``inputs.lenient``): the
+# Threshold tab's update_threshold reports and empties a bad chosen-thresholds, the others carry on; the
+# explanations view's render reports a bad xp-image, which choose_source replaces.
+LENIENT = {("threshold", "pick_class", "chosen-thresholds"), ("compare", "update_comparison", "chosen-thresholds"),
+           ("explain", "choose_source", "xp-image")}
+# Callbacks that only start work (loading a model): their output never changes, so even a valid body is a 204.
+NEVER_UPDATES = {"warm_model"}
 
 
 def _prop_id(id_, prop: str) -> str:
@@ -177,20 +266,27 @@ def crafted_bodies(app, deps: list[dict], view: str):
         func = app.callback_map[dep["output"]]["callback"]
         if VIEW_MODULES.get(func.__module__) != view:
             continue
-        first = _prop_id(dep["inputs"][0]["id"], dep["inputs"][0]["property"])
+        plain = next(s for s in dep["inputs"] if not s["id"].startswith("{"))  # no button was clicked
+        first = _prop_id(plain["id"], plain["property"])
         name = func.__name__
+        pattern = next(((s["id"], s["property"]) for s in dep["inputs"] if s["id"].startswith("{")), None)
         for spec in dep["inputs"] + dep["state"]:
             key = (spec["id"], spec["property"])
-            changed = TRIGGER.get(key, _prop_id(spec["id"], spec["property"]) if spec in dep["inputs"] else first)
+            clicks, changed = {}, _prop_id(*key)
+            if spec in dep["state"]:
+                changed = TRIGGER.get((view, name, key[0]), TRIGGER.get(key, first))
+                if isinstance(changed, dict):  # a pattern-matching button clicked
+                    clicks, changed = {pattern: [changed]}, _prop_id(changed["id"], changed["property"])
             if spec["id"].startswith("{"):
-                for cells, fragment in PAIR_IDS:
-                    button = {"id": {"type": "pair", "cells": cells}, "property": "n_clicks", "value": 1}
-                    yield (name, "pair", f"pair {cells!r}",
-                           body(dep, view, {key: [button]}, _prop_id(button["id"], "n_clicks")), fragment)
+                for id_, fragment in PATTERN_IDS[json.loads(spec["id"])["type"]]:
+                    button = {"id": id_, "property": spec["property"], "value": 1}
+                    yield (name, id_["type"], f"button {id_!r}",
+                           body(dep, view, {key: [button]}, _prop_id(id_, spec["property"])), fragment)
                 continue
-            for value, fragment in CRAFTED.get(key, []):
-                yield name, key[0], f"{key[0]}={value!r}", body(dep, view, {key: value}, changed), fragment
-            missing = body(dep, view, {}, changed)  # the entry without its "value" field
+            along = {**clicks, **ALONG.get((view, name, key[0]), ALONG.get(key, {}))}
+            for value, fragment in CRAFTED.get((view, *key), CRAFTED.get(key, [])):
+                yield name, key[0], f"{key[0]}={value!r}", body(dep, view, {**along, key: value}, changed), fragment
+            missing = body(dep, view, along, changed)  # the entry without its "value" field
             for entry in missing["inputs"] + missing["state"]:
                 if isinstance(entry, dict) and (entry["id"], entry["property"]) == key:
                     entry.pop("value")
@@ -207,25 +303,92 @@ def post(client, payload: dict):
 @pytest.mark.parametrize("view", sorted(VIEW_MODULES.values()))
 def test_crafted_payloads_are_answered_in_words(client_and_deps, view):
     """Every crafted body: 200 or 204, never 500; a bad value is named in an ``input-error`` message
-    (figures carry it too), and nothing reaches the "internal error" fallback."""
+    (figures carry it too; a callback of figures alone names it there), and nothing reaches the
+    "internal error" fallback."""
     app, client, deps = client_and_deps
     statuses, problems = {}, []
     for name, input_id, what, payload, fragment in crafted_bodies(app, deps, view):
         r = post(client, payload)
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         text, what = r.get_data(as_text=True), f"{name} {what}"
-        lenient = (name, input_id) in LENIENT
+        lenient = (view, name, input_id) in LENIENT
+        outputs = payload["outputs"] if isinstance(payload["outputs"], list) else [payload["outputs"]]
+        worded = "input-error" in text or all(o["property"] == "figure" for o in outputs)
         if r.status_code not in (200, 204):
             problems.append(f"{what}: HTTP {r.status_code}")
         elif "internal error" in text:
             problems.append(f"{what}: internal error {text[:300]!r}")
-        elif (input_id is None or lenient) and (r.status_code != 200 or "input-error" in text):
+        elif (input_id is None or lenient) and (r.status_code != (204 if name in NEVER_UPDATES else 200)
+                                                or "input-error" in text):
             problems.append(f"{what}: refused though valid or read leniently: {r.status_code} {text[:300]!r}")
         elif fragment is not None and name not in NO_TEXT and not lenient and (
-                r.status_code != 200 or fragment not in text or "input-error" not in text):
+                r.status_code != 200 or fragment not in text or not worded):
             problems.append(f"{what}: {r.status_code}, no {fragment!r} in the answer {text[:200]!r}")
     print(view, "status codes:", statuses)
     assert statuses[200] > 0 and not problems, "\n".join(problems)
+
+
+def _matrix_body(deps) -> tuple[dict, dict]:
+    """The errors view's confusion-matrix callback (three inputs, two outputs, no state) and a valid body of it."""
+    dep = next(d for d in deps if d["output"] == "..confusion-matrix.figure...confused-pairs.children..")
+    return dep, body(dep, "errors", {}, "run-select.value")
+
+
+def _without(payload: dict, key: str) -> dict:
+    return {k: v for k, v in payload.items() if k != key}
+
+
+MALFORMED = {  # name: the valid body -> a body Dash's dispatch cannot take, and a fragment of the answer
+    "output missing": (lambda b: _without(b, "output"), "unknown callback output None"),
+    "unknown output": (lambda b: {**b, "output": "nope.children"}, "'nope.children'"),
+    "clientside output": (lambda b: {**b, "output": "xp-upload-guard.data"}, "'xp-upload-guard.data'"),
+    "inputs missing": (lambda b: _without(b, "inputs"), "inputs must list 3"),
+    "fewer inputs": (lambda b: {**b, "inputs": b["inputs"][:2]}, "inputs must list 3"),
+    "more inputs": (lambda b: {**b, "inputs": b["inputs"] * 2}, "inputs must list 3"),
+    "input without property": (lambda b: {**b, "inputs": [{"id": "run-select", "value": DEMO}, *b["inputs"][1:]]},
+                               "inputs must list 3"),
+    "input not an object": (lambda b: {**b, "inputs": [5, *b["inputs"][1:]]}, "inputs must list 3"),
+    "outputs missing": (lambda b: _without(b, "outputs"), "outputs must list 2"),
+    "one output of two": (lambda b: {**b, "outputs": b["outputs"][:1]}, "outputs must list 2"),
+    "state where there is none": (lambda b: {**b, "state": [b["inputs"][0]]}, "state must list 0"),
+    "changedPropIds not a list": (lambda b: {**b, "changedPropIds": "run-select.value"}, "changedPropIds"),
+    "a list body": (lambda b: [b], "JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_callback_requests_are_400_in_json(client_and_deps, case):
+    """Bodies Dash's own dispatch would fail on (500, before any guarded callback runs) are refused up front."""
+    _, client, deps = client_and_deps
+    _, valid = _matrix_body(deps)
+    assert post(client, valid).status_code == 200  # the check lets a well-formed body through
+    malform, fragment = MALFORMED[case]
+    r = post(client, malform(valid))
+    assert r.status_code == 400 and r.is_json and fragment in r.get_json()["error"], r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("data, content_type", [("{not json", "application/json"), ("", "application/json"),
+                                                ("run=digits-demo", "application/x-www-form-urlencoded")])
+def test_callback_requests_that_are_not_json_are_400_in_json(client_and_deps, data, content_type):
+    _, client, _ = client_and_deps
+    r = client.post("/_dash-update-component", data=data, content_type=content_type)
+    assert r.status_code == 400 and r.get_json() == {"error": "the body must be a JSON object"}
+
+
+def test_a_failing_callback_is_still_a_logged_500(twin_store, caplog):
+    """The check refuses malformed bodies only: a bug behind a well-formed one stays a 500 with its traceback."""
+    app = create_app(store=twin_store)
+    client = app.server.test_client()
+    client.get("/")
+    dep, valid = _matrix_body(client.get("/_dash-dependencies").get_json())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a callback")
+
+    app.callback_map[dep["output"]]["callback"] = broken
+    with caplog.at_level("ERROR"):
+        r = post(client, valid)
+    assert r.status_code == 500 and "a bug in a callback" in caplog.text
 
 
 # ---------------------------------------------------------------- every parser, any JSON value
@@ -233,7 +396,8 @@ def test_crafted_payloads_are_answered_in_words(client_and_deps, view):
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
                     lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=20)
 NAMES = ["cat", "dog", "7"]
-FAKE_RUN = SimpleNamespace(name="r1", class_names=NAMES, labels=np.zeros(5, dtype=np.int64))
+FAKE_RUN = SimpleNamespace(name="r1", class_names=NAMES, labels=np.zeros(5, dtype=np.int64),
+                           images=np.zeros((5, 1, 2, 2), dtype=np.uint8))
 FAKE_STORE = SimpleNamespace(runs={"r1": FAKE_RUN}, names=["r1"])
 SMALL = st.integers(-3, 12)
 CELL = st.lists(SMALL | st.floats(-1, 4) | st.booleans(), min_size=2, max_size=2)
@@ -248,6 +412,9 @@ NEAR = {
     "selection": st.fixed_dictionaries({"run": st.sampled_from(["r1", "r2"])},
                                        optional={"cells": st.none() | st.lists(CELL, max_size=3)}),
     "image": st.fixed_dictionaries({}, optional={"run": st.sampled_from(["r1", "zz"]), "index": SMALL}),
+    "explained": st.fixed_dictionaries({"kind": st.sampled_from(["test", "upload", "file"])}, optional={
+        "run": st.sampled_from(["r1", "zz"]), "index": SMALL, "shape": st.sampled_from([[1, 2, 2], [2, 2, 1], "x"]),
+        "pixels": st.sampled_from(["AAAAAA==", "AAAA", "!!", 4]), "name": st.text(max_size=3) | st.integers()}),
     "chosen": st.dictionaries(st.sampled_from(["r1", "r2"]), st.fixed_dictionaries(
         {"positive": SMALL | st.text(max_size=2)}, optional={"threshold": st.none() | st.floats() | SMALL})),
 }
@@ -279,6 +446,16 @@ PARSERS = {  # name: (call, what a valid answer looks like, values near the vali
                               _pair_ok(tuple(c), 3) for c in r["cells"]))), NEAR["selection"]),
     "selected_image": (lambda v: inputs.selected_image(FAKE_STORE, v),
                        lambda r: r is None or (r[0] is FAKE_RUN and 0 <= r[1] < 5), NEAR["image"]),
+    "explained_image": (lambda v: inputs.explained_image(FAKE_STORE, v), lambda r: r[0] is FAKE_RUN and (
+        (r[1]["kind"] == "test" and type(r[1]["index"]) is int and 0 <= r[1]["index"] < 5)
+        or (r[1]["kind"] == "upload" and r[1]["shape"] == [1, 2, 2] and len(base64.b64decode(r[1]["pixels"])) == 4
+            and isinstance(r[1]["name"], str))), NEAR["explained"]),
+    "text": (lambda v: inputs.text(v, "the file name"), lambda r: r is None or isinstance(r, str), st.none()),
+    "checklist": (lambda v: inputs.checklist(v, ("all",), "the channels shown"),
+                  lambda r: isinstance(r, list) and all(c == "all" for c in r),
+                  st.lists(st.sampled_from(["all", "x"]))),
+    "target": (lambda v: inputs.target(v, 3), lambda r: r in ("pred", "true", "0", "1", "2"),
+               st.sampled_from(["pred", "true", "01", "-1", ""]) | SMALL.map(str) | SMALL),
     "chosen_thresholds": (inputs.chosen_thresholds, lambda r: isinstance(r, dict) and all(
         type(e["positive"]) is int and (e["threshold"] is None or 0 <= e["threshold"] <= 1) for e in r.values()),
         NEAR["chosen"]),

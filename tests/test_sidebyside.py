@@ -294,37 +294,29 @@ def test_browser_selected_image_one_row_per_run_cifar_and_digits(dash_duo, three
     assert [e for e in (dash_duo.get_logs() or []) if e.get("level") == "SEVERE"] == []
 
 
-def _has_link(component, origin: str) -> bool:
-    from plotly.utils import PlotlyJSONEncoder
+def _holding(component, id_) -> list:
+    """The children of the component in ``component``'s tree whose children include the one with ``id_``."""
+    children = getattr(component, "children", None)
+    children = children if isinstance(children, list) else [] if children is None else [children]
+    if any(getattr(c, "id", None) == id_ for c in children):
+        return children
+    return next((found for c in children if (found := _holding(c, id_))), [])
 
-    return json.dumps({"type": "sbs-open", "from": origin}) in json.dumps(component, cls=PlotlyJSONEncoder)
 
-
-@pytest.fixture
-def linked_views(monkeypatch):
-    """Place the one-click links where the gallery detail and the explanations card will hold them;
-    a no-op for a view that already places its own."""
+def test_gallery_detail_and_explanations_card_place_the_links(twice):
+    """The hooks the one-click browser test below clicks: in the gallery's image detail, and in the
+    explanations card right under the prediction for the image it explains."""
     from xai_dashboard.views import explain as xv
-    from xai_dashboard.views.sidebyside import open_link
+    from xai_dashboard.views.sidebyside import OPEN
 
-    detail, page = xv.detail_children, xv.layout
-
-    def detail_with_link(*args, **kwargs):
-        out = detail(*args, **kwargs)
-        return out if _has_link(out, "gallery") else [*out, open_link("gallery")]
-
-    def page_with_link(store):
-        out = page(store)
-        if not _has_link(out, "explain"):
-            out.children = [open_link("explain"), *out.children]
-        return out
-
-    monkeypatch.setattr(xv, "detail_children", detail_with_link)
-    monkeypatch.setattr(xv, "layout", page_with_link)
+    assert {"type": OPEN, "from": "gallery"} in [getattr(c, "id", None) for c in xv.detail_children()]
+    card = _holding(xv.layout(twice), "prediction-label")
+    ids = [getattr(c, "id", None) for c in card]
+    assert ids[ids.index("prediction-label") + 1] == {"type": OPEN, "from": "explain"}
 
 
 @pytest.mark.browser
-def test_browser_one_click_from_gallery_and_from_upload(dash_duo, twice, linked_views, tmp_path, monkeypatch):
+def test_browser_one_click_from_gallery_and_from_upload(dash_duo, twice, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

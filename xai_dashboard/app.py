@@ -7,14 +7,16 @@ number of gunicorn workers can serve any request.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 
 import dash
+import flask
 from dash import dcc, html
 
 from . import vendor
-from .images import register_image_route
+from .images import register_image_route, shown
 from .store import RunStore
 from .views import VIEWS
 
@@ -116,6 +118,60 @@ def add_security_headers(app: dash.Dash) -> None:
     app.server.after_request(headers)
 
 
+def _is_entry(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("id"), (str, dict)) \
+        and isinstance(value.get("property"), str)
+
+
+def _holds(value, ids: list[str]) -> bool:
+    """``value`` is a list of one ``{id, property[, value]}`` per id in ``ids``, a list of them for a wildcard id."""
+    def fits(entry, id_: str) -> bool:
+        wild = id_.startswith("{") and any(v in (["ALL"], ["ALLSMALLER"]) for v in json.loads(id_).values())
+        return (isinstance(entry, list) and all(map(_is_entry, entry))) if wild else _is_entry(entry)
+    return isinstance(value, list) and len(value) == len(ids) and all(map(fits, value, ids))
+
+
+def callback_request_problem(body, callback_map: dict) -> str | None:
+    """Why Dash could not dispatch a ``/_dash-update-component`` ``body`` (None if it can): it indexes into the
+    body unchecked, so a missing ``output`` or ``inputs``, or fewer inputs than the callback has, fails inside
+    its dispatch before any callback (and its :func:`.inputs.guarded`) runs."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    output = body.get("output")
+    callback = callback_map.get(output) if isinstance(output, str) else None
+    if callback is None or "callback" not in callback:  # none, or one that runs in the browser
+        return f"unknown callback output {shown(repr(output))}"
+    multi = output.startswith("..")
+    outputs = [p.rsplit(".", 1)[0] for p in (output[2:-2].split("...") if multi else [output])]
+    if not _holds(body.get("outputs") if multi else [body.get("outputs")], outputs):
+        return f"outputs must list {len(outputs)} {{id, property}} for callback {output}"
+    for part in ("inputs", "state"):
+        ids = [spec["id"] for spec in callback[part]]
+        if not _holds(body.get(part, []), ids):
+            return f"{part} must list {len(ids)} {{id, property, value}} for callback {output}"
+    changed = body.get("changedPropIds", [])
+    if not (isinstance(changed, list) and all(isinstance(c, str) for c in changed)):
+        return "changedPropIds must be a list of property ids"
+    return None
+
+
+def refuse_malformed_callbacks(app: dash.Dash) -> None:
+    """Answer a callback request Dash cannot dispatch (:func:`callback_request_problem`, or a body that is not
+    JSON) with 400 ``{"error": ...}`` instead of the 500 of a failure inside Dash; other errors stay 500s, logged."""
+    path = app.config.routes_pathname_prefix + "_dash-update-component"
+
+    def check():
+        if flask.request.path != path or flask.request.method != "POST":
+            return None
+        problem = callback_request_problem(flask.request.get_json(silent=True), app.callback_map)
+        if problem is None:
+            return None
+        log.warning("refused a callback request: %s", problem)
+        return flask.jsonify({"error": problem}), 400
+
+    app.server.before_request(check)
+
+
 def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -> dash.Dash:
     """Build the Dash app for ``run_dirs`` (default: every run under ``checkpoints/``).
 
@@ -146,5 +202,6 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
     api = _optional_module("api")
     if api is not None:
         api.register_api(app.server, store)
+    refuse_malformed_callbacks(app)
     add_security_headers(app)
     return app

@@ -1,9 +1,12 @@
 """The one boundary between what a browser sends and what the views compute with.
 
 Anyone can post to ``/_dash-update-component``, and a page's ``dcc.Store`` holds whatever
-was last put there, so no callback argument is trusted. Each callback of the error-analysis
-views is wrapped in :func:`guarded` and turns its raw arguments into typed values with the
-parsers below before doing anything else. A parser returns a valid value or raises
+was last put there, so no callback argument is trusted. Each server callback of the views is
+wrapped in :func:`guarded` and turns its raw arguments into typed values with the parsers
+below before doing anything else (an explanation's method parameters and layer are checked by
+the method registry, :meth:`.explain_spec.Settings.resolved`, whose message the card shows).
+A body Dash itself could not dispatch is refused before any callback runs
+(:func:`.app.callback_request_problem`). A parser returns a valid value or raises
 :class:`BadInput`; ``guarded`` shows that message in the callback's own outputs (a figure
 annotation, a hint in the card), so a crafted or stale request gets a sentence, never a 500,
 and never the wrong images (numpy would happily read index -1 as the last image).
@@ -21,6 +24,8 @@ Any other exception is a bug: it is logged with its traceback and shown as "inte
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
 import math
@@ -159,6 +164,35 @@ def one_of(value: Any, choices, what: str) -> str:
     return value
 
 
+def text(value: Any, what: str) -> str | None:
+    """A string, or None when missing (an upload's contents, a file name)."""
+    if value is not None and not isinstance(value, str):
+        raise BadInput(f"{what} must be text, not {_show(value)}")
+    return value
+
+
+def checklist(value: Any, choices, what: str) -> list[str]:
+    """A checklist's value: a list of some of ``choices``; missing means none ticked."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in choices for v in value):
+        raise BadInput(f"{what} must be a list of some of {', '.join(choices)}, not {_show(value)}")
+    return value
+
+
+_CLASS = re.compile(r"\d{1,6}")
+
+
+def target(value: Any, k: int) -> str:
+    """An explanation's target class as the explanations view names it: ``"pred"``, ``"true"`` or a class
+    of a ``k``-class run as its index in text (``"3"``)."""
+    if value in ("pred", "true"):
+        return value
+    if isinstance(value, str) and _CLASS.fullmatch(value):
+        return str(class_index(int(value), k))
+    raise BadInput(f"unknown target {_show(value)}; use pred, true or a class index 0..{k - 1}")
+
+
 def sort_key(value: Any) -> str:
     """A key of :data:`analysis.SORT_KEYS`; missing means the default order."""
     return "confidence" if value is None else one_of(value, analysis.SORT_KEYS, "sort order")
@@ -241,6 +275,30 @@ def selected_image(store, value: Any):
         raise BadInput(f"the selected image must be {{run, index}}, not {_show(value)}")
     run = run_of(store, value.get("run"))
     return run, index(value.get("index"), len(run.labels))
+
+
+def explained_image(store, value: Any):
+    """``(run, source)`` of the explanations view's ``xp-image`` store (its format is in
+    :mod:`~xai_dashboard.views.explain_model`): a test image of a loaded run, or an upload prepared for
+    that run, whose shape is the run's and whose pixels fill it."""
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind not in ("test", "upload"):
+        raise BadInput(f"the image to explain must be a test image or an upload, not {_show(value)}")
+    run = run_of(store, value.get("run"))
+    if kind == "test":
+        return run, {"kind": "test", "run": value["run"], "index": index(value.get("index"), len(run.labels))}
+    shape, pixels = list(run.images.shape[1:]), value.get("pixels")
+    try:
+        fits = value.get("shape") == shape and isinstance(pixels, str) \
+            and len(base64.b64decode(pixels, validate=True)) == math.prod(shape)
+    except (binascii.Error, ValueError):
+        fits = False
+    if not fits:
+        raise BadInput(f"the uploaded image is not a {' x '.join(map(str, shape))} image prepared for run "
+                       f"{value['run']!r}; upload it again")
+    name = value.get("name")
+    return run, {"kind": "upload", "run": value["run"], "name": name if isinstance(name, str) else "upload",
+                 "shape": shape, "pixels": pixels}
 
 
 def chosen_thresholds(value: Any) -> dict[str, dict]:

@@ -81,7 +81,7 @@ def linked_source(store, origin: str, selected, shown_image, contents, filename)
         return test_source(selected["run"], chosen[1])  # the store key: LoadedRun.name may repeat
     if origin == "explain" and isinstance(shown_image, dict) and shown_image.get("kind") == "upload":
         try:
-            return upload_source(contents, filename)
+            return upload_source(inputs.text(contents, "the uploaded file"), filename)
         except uploads.UploadError as e:
             raise inputs.BadInput(f"{shown(filename or 'upload')}: {e}") from None
     if origin == "explain":
@@ -159,7 +159,7 @@ def register_callbacks(app, store) -> None:
             return linked_source(store, origin, selected, shown_image, xp_contents, xp_filename), "", TAB
         if "sbs-upload.contents" in fired:
             try:
-                return upload_source(contents, filename), "", no_update
+                return upload_source(inputs.text(contents, "the uploaded file"), filename), "", no_update
             except uploads.UploadError as e:
                 raise inputs.BadInput(f"{shown(filename or 'upload')}: {e}") from None
         if "selected-image.data" in fired and selected:
