@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, _cifar_run_dirs
+from tests.conftest import CHECKPOINTS, ROOT, _cifar_run_dirs
 
 PROBE = r"""
 import io, json, sys
@@ -19,7 +19,7 @@ from PIL import Image
 from xai_dashboard.app import create_app, warm_up
 
 def heavy():
-    return sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "captum"})
+    return sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "captum", "sklearn"})
 
 app = create_app(sys.argv[2:], sys.argv[1])
 store = app.server.config["XAI_STORE"]
@@ -42,12 +42,27 @@ print(json.dumps({"runs": store.names, "status": status, "before": before, "pred
 """
 
 
+def _probe(data_dir: str, dirs: list[str], home) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PROBE, data_dir, *dirs], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={"XAI_CACHE_DIR": str(home), "PATH": "/usr/bin:/bin",
+                                                       "HOME": str(home)})
+
+
+def test_what_make_run_opens_imports_neither_torch_nor_sklearn(tmp_path):
+    """Every shipped run, the digits demo included (its images come from scikit-learn's data file,
+    read with numpy), with an empty user cache: the first launch a new user makes."""
+    out = _probe("", [str(CHECKPOINTS / "digits-demo")], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["runs"] == ["digits-demo"] and set(got["status"].values()) == {200}, got
+    assert got["before"] == [], f"start-up imported {got['before']}"
+    assert got["predict"] == 200 and "torch" in got["after"]
+
+
 def test_opening_cifar_runs_and_serving_views_imports_no_torch(cifar_dir, tmp_path):
     dirs = [str(d) for d in _cifar_run_dirs()[:2]]
     assert dirs, "no CIFAR-10 run under checkpoints/"
-    out = subprocess.run([sys.executable, "-c", PROBE, str(cifar_dir), *dirs], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, env={"XAI_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
-                                                      "HOME": str(tmp_path)})
+    out = _probe(str(cifar_dir), dirs, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(got["runs"]) == len(dirs)

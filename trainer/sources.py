@@ -122,21 +122,61 @@ def _cifar10_torchvision(data_dir: Path | None) -> ImageArrays:
                        np.asarray(te.targets, dtype=np.int64), tuple(tr.classes))
 
 
-def _digits(size: int) -> ImageArrays:
-    import torch
-    import torch.nn.functional as F
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+# The stratified 80/20 split of scikit-learn's 1,797 digits that
+# ``train_test_split(range(1797), test_size=0.2, random_state=0, stratify=target)`` gives,
+# as a packed test mask: opening a digits run then needs neither scikit-learn (~1.4 s to
+# import) nor torch. tests/test_data.py recomputes it with scikit-learn.
+_DIGITS_TEST_MASK = (
+    "AAAEiDUkEEAABkEAk0IFABoACAEAJAAoBiwSABAAlAoAkBkSBCD4oAKBEKAACAqIIEQVJElCQKAKAAAAQATYAACBgCAASAXEABBACKAQ"
+    "AAVASAAwEAACDsQJAAIkhACDqAE8IKaYCgAAAAsIQAgEoBhIAgJAQcEAgARARoQ3aoECFgBEgABAQqCkGApQAIQLhWHGCBCACABMgMAgB"
+    "AaOAAEIggCBADgIA8AIGQAAEA4BAIQQoCEAMygpBMBEwIBoDgECgwCCAIgipkAsJAQhCKhggJCBoAwCggJCEgE4pBUA"
+)
 
-    d = load_digits()
-    x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]  # (N, 1, 8, 8)
-    # torch's bilinear resize, because the shipped demo's fingerprint was taken over its exact pixels
-    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False).round().clamp(0, 255)
-    x, y = x.to(torch.uint8).numpy(), d.target.astype(np.int64)
-    # A fixed stratified split so every run of the demo sees the same 360 test images.
-    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=d.target)
-    tr, te = np.sort(tr), np.sort(te)
-    return ImageArrays("digits", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)))
+
+def _digits_file() -> Path:
+    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailable("the digits dataset ships with scikit-learn, which is not installed")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+
+
+def bilinear_resize(x: np.ndarray, size: int) -> np.ndarray:
+    """float32 ``(N, C, H, W)`` -> ``(N, C, size, size)``, bilinear with half-pixel centres.
+
+    The definition torch's ``F.interpolate(mode="bilinear", align_corners=False)`` uses (source
+    coordinate ``max(0, (d + 0.5) * in / out - 0.5)``, edge clamped), in float32. For the digits'
+    8 px to a power-of-two size (the demo's 32 px) every step is exact, so the pixels and the
+    fingerprint equal torch's; at other sizes torch's vectorised rounding differs by one grey
+    level on ~0.1% of pixels (tests/test_data.py measures both).
+    """
+    def axis(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(n_in / size)
+        src = np.maximum((np.arange(size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+        lo = np.minimum(src.astype(np.int64), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo).astype(np.float32)
+
+    y0, y1, wy = axis(x.shape[2])
+    x0, x1, wx = axis(x.shape[3])
+    wy, wx = wy[:, None], wx[None, :]
+    rows0, rows1 = x[:, :, y0], x[:, :, y1]
+    top = (np.float32(1) - wx) * rows0[..., x0] + wx * rows0[..., x1]
+    bottom = (np.float32(1) - wx) * rows1[..., x0] + wx * rows1[..., x1]
+    return ((np.float32(1) - wy) * top + wy * bottom).astype(np.float32)
+
+
+def _digits(size: int) -> ImageArrays:
+    import base64
+
+    data = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float64)
+    images, y = data[:, :-1].reshape(-1, 1, 8, 8), data[:, -1].astype(np.int64)
+    x = (images * (255.0 / 16.0)).round().astype(np.uint8).astype(np.float32)  # (N, 1, 8, 8)
+    x = np.clip(np.round(bilinear_resize(x, size)), 0, 255).astype(np.uint8)
+    test = np.unpackbits(np.frombuffer(base64.b64decode(_DIGITS_TEST_MASK), dtype=np.uint8))[:len(y)].astype(bool)
+    return ImageArrays("digits", x[~test], y[~test], x[test], y[test], tuple(str(i) for i in range(10)))
 
 
 def folder_root(spec: str) -> Path:
