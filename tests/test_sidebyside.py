@@ -258,7 +258,8 @@ def _open_grid(dash_duo, store, tmp_path, monkeypatch) -> int:
     driver, wait = dash_duo.driver, lambda p, what: WebDriverWait(dash_duo.driver, SLOW).until(p, message=what)
     tab = lambda title: driver.find_element(  # noqa: E731
         By.XPATH, f"//*[contains(@class, 'tab') and normalize-space()='{title}']")
-    dash_duo.wait_for_element("#run-select", timeout=SLOW)
+    # the page's first round of callbacks must have finished, or the tab click can be lost in it
+    dash_duo.wait_for_contains_text("#overview-cards", "ACCURACY", timeout=SLOW)
     tab("Confusion & gallery").click()
     wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item"), "gallery is empty")
     item = driver.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item")[0]

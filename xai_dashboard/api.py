@@ -123,6 +123,13 @@ def _float_field(form, name: str, default: float, lo: float, hi: float) -> float
     return value
 
 
+def _flag_field(form, name: str) -> bool:
+    raw = form.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ApiError(f"field {name!r} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def settings_from_form(form, meta: dict) -> Settings:
     """Form fields ``method``, ``layer`` and the chosen method's parameters, under their API names from
     the registry (:mod:`.methods`: ``steps`` for IG's ``ig_steps``) -> resolved Settings.
@@ -185,8 +192,15 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
             raise ApiError(f"unknown format {shown(fmt)!r}; use png or json")
         settings = settings_from_form(form, run.meta)
         alpha = _float_field(form, "alpha", 0.5, 0.0, 1.0)
-        image = read_image(run)
         spec, versus = form.get("target") or "pred", form.get("versus")
+        scored = _flag_field(form, "faithfulness")
+        if scored and (fmt != "json" or versus):
+            raise ApiError("faithfulness=1 needs format=json and a single target class (no 'versus')")
+        if scored:
+            from .map_faithfulness import affordable_steps
+
+            affordable_steps(run)  # over the budget even with coarse curves: 400 before any work
+        image = read_image(run)
         if spec == "pred" and not versus:  # the common case: one pass gives prediction and map
             probs, heat = explain.explain_predicted(run, image, settings, maps_cache())
             pred = target = int(probs.argmax())
@@ -208,11 +222,16 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
             return Response(png, mimetype="image/png", headers={
                 **label_headers("X-Prediction", names[pred]), **label_headers("X-Target", target_label),
                 "X-Confidence": f"{probs[pred]:.6f}", "Cache-Control": "no-store"})
-        return jsonify({
+        body = {
             "run": run.name, "method": settings.method, "layer": settings.layer,
             "target": {"index": list(target) if isinstance(target, tuple) else target, "label": target_label},
             "prediction": prediction_json(run, probs), "shape": list(heat.shape), "heatmap": heat.tolist(),
-        })
+        }
+        if scored:
+            from .map_faithfulness import api_block, map_faithfulness
+
+            body["faithfulness"] = api_block(map_faithfulness(run, image, target, settings, heat, maps_cache()))
+        return jsonify(body)
 
     @bp.get("/openapi.json")
     def openapi():

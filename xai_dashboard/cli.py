@@ -1,7 +1,13 @@
-"""Two commands::
+"""Commands::
 
     xai-dashboard [RUN_DIR ...] [--data-dir DIR] [--host 127.0.0.1] [--port 8050]     serve the dashboard
     xai-dashboard precompute gradcam RUN [RUN ...] [--data-dir DIR] [--batch-size N] write RUN/gradcam.npz
+    xai-dashboard precompute sanity RUN [RUN ...] [--data-dir DIR] [--images N]     write RUN/sanity.json
+    xai-dashboard precompute scoreboard RUN [RUN ...] [--images N]  write RUN/scoreboard.npz, print its table
+
+``precompute gradcam`` also runs sharded under torchrun, one process per GPU (or gloo on the CPU)::
+
+    torchrun --nproc_per_node N -m xai_dashboard.cli precompute gradcam RUN [RUN ...]
 
 A first argument naming a subcommand selects it, so a run directory that happens to be
 called ``precompute`` is given as ``./precompute``.
@@ -41,34 +47,97 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     g.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
     g.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
     g.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per pass (default: %(default)s)")
+    g.add_argument("--device", default="auto",
+                   help="auto, cpu or cuda; under torchrun each process uses cuda:LOCAL_RANK (default: %(default)s)")
+    s = what.add_parser("sanity", help="model- and data-randomisation sanity checks of every attribution method "
+                                       "(Adebayo et al. 2018) -> RUN/sanity.json; continues an interrupted run")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
+    s.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
+    s.add_argument("--images", type=int, default=200, metavar="N",
+                   help="test images, stratified by class (default: %(default)s)")
+    s.add_argument("--batch-size", type=int, default=50, metavar="N", help="images per pass (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="image choice and random weights (default: %(default)s)")
+    b = what.add_parser("scoreboard", help="deletion/insertion AUC of every attribution method against random and "
+                                           "edge maps -> RUN/scoreboard.npz; continues an interrupted run")
+    b.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
+    b.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
+    b.add_argument("--images", type=int, default=1000, metavar="N",
+                   help="test images, stratified by class (default: %(default)s)")
+    b.add_argument("--batch-size", type=int, default=20, metavar="N",
+                   help="images per batch; the file is saved after each (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="image choice (default: %(default)s)")
     return p
 
 
+# Kinds whose function shards its work under torchrun (trainer.distributed); others refuse to run there.
+SHARDED = {"gradcam"}
+
+
 def precompute(argv: list[str]) -> int:
-    """``xai-dashboard precompute gradcam RUN ...``: one tqdm bar per run; 1 if any run failed."""
+    """``xai-dashboard precompute WHAT RUN ...``: one tqdm bar per run; 1 if any run failed.
+
+    WHAT names a job kind of :data:`.jobs.KINDS`; its function gets the subcommand's options as keywords.
+    Under torchrun (WORLD_SIZE > 1) a kind of :data:`SHARDED` joins the process group once for all
+    runs; each rank computes its shard, and only rank 0 shows progress and writes.
+    """
+    import importlib
+    import os
+
+    from .jobs import KINDS
+
+    args = build_precompute_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.what not in SHARDED:
+        print(f"xai-dashboard precompute: {args.what} does not run under torchrun; run it as one process",
+              file=sys.stderr)
+        return 2
+    module, _, name = KINDS[args.what].partition(":")
+    compute = getattr(importlib.import_module(module), name)  # after argparse: --help answers without torch
+    options = {k: v for k, v in vars(args).items() if k not in ("what", "run_dirs", "data_dir")}
+    from trainer.distributed import session
+
+    with session(options.get("device", "cpu")) as (ctx, _):
+        failed = sum(not _precompute_one(compute, run_dir, args.data_dir, options, show=ctx.is_main)
+                     for run_dir in args.run_dirs)
+    return 1 if failed else 0
+
+
+def _precompute_one(compute, run_dir: str, data_dir: str | None, options: dict, show: bool) -> bool:
+    """Run ``compute`` for one run directory with a tqdm bar (when ``show``); False when it failed."""
     from pathlib import Path
 
     from tqdm import tqdm
 
     from trainer.rundir import RunDirError
 
-    args = build_precompute_parser().parse_args(argv)
-    from .precompute import precompute_gradcam  # after argparse: --help answers without torch
-
-    failed = 0
-    for run_dir in args.run_dirs:
-        with tqdm(desc=Path(run_dir).resolve().name, unit="map", file=sys.stderr) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-            try:
-                path = precompute_gradcam(run_dir, args.data_dir, args.batch_size, progress=progress)
-            except (RunDirError, OSError, ValueError) as e:
-                failed += 1
+    with tqdm(desc=Path(run_dir).resolve().name, unit="map", file=sys.stderr, disable=not show) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        try:
+            path = compute(run_dir, data_dir, **options, progress=progress)
+        except (RunDirError, OSError, ValueError) as e:
+            if show:  # every rank fails alike on a bad run; one message is enough
                 bar.write(f"xai-dashboard precompute: {run_dir}: {e}")
-                continue
+            return False
+    if show:
         print(f"wrote {path}", file=sys.stderr)
-    return 1 if failed else 0
+        if compute.__name__ in REPORTS:
+            print(REPORTS[compute.__name__](run_dir))
+    return True
+
+
+def _scoreboard_report(run_dir: str) -> str:
+    from trainer.rundir import load_run
+
+    from .methods import METHODS
+    from .scoreboard_file import format_table, load_scoreboard, table_rows
+
+    data, note = load_scoreboard(run_dir, load_run(run_dir).meta)
+    return "\n".join([note, format_table(table_rows(data), {m: METHODS[m].label for m in METHODS})]).strip()
+
+
+# What a finished job prints on stdout, by its function's name.
+REPORTS = {"precompute_scoreboard": _scoreboard_report}
 
 
 SUBCOMMANDS = {"precompute": precompute}

@@ -219,7 +219,8 @@ def baselines(model: nn.Module, x, target: int, *, layer_hw: tuple[int, int] | N
 
     They do not depend on the method's map, so a caller comparing methods on one image computes
     them once per ``layer_hw`` and hands them to :func:`faithfulness`. Returns ``{"target",
-    "steps", "random": {kind, seeds, deletion_auc, insertion_auc, *_std, *_aucs}, "edge": {...}}``.
+    "steps", "random": {kind, seeds, deletion_auc, insertion_auc, *_std, *_aucs, *_curve (mean over seeds)},
+    "edge": {deletion_auc, insertion_auc, deletion_curve, insertion_curve}}``.
     """
     if seeds < 1:
         raise ValueError("at least one random seed is needed for the baseline")
@@ -230,8 +231,10 @@ def baselines(model: nn.Module, x, target: int, *, layer_hw: tuple[int, int] | N
     dele, ins = deletion_insertion(model, x, target, removal_ranks(maps), steps, mean_colour=mean_colour, bf16=bf16)
     kind = f"{layer_hw[0]}x{layer_hw[1]}-upsampled" if layer_hw else "pixel"
     return {"target": int(target), "steps": steps,
-            "random": {"kind": kind, "seeds": seeds, **_auc_summary(dele[:-1], ins[:-1])},
-            "edge": {"deletion_auc": auc(dele[-1]), "insertion_auc": auc(ins[-1])}}
+            "random": {"kind": kind, "seeds": seeds, **_auc_summary(dele[:-1], ins[:-1]),
+                       "deletion_curve": dele[:-1].mean(0).tolist(), "insertion_curve": ins[:-1].mean(0).tolist()},
+            "edge": {"deletion_auc": auc(dele[-1]), "insertion_auc": auc(ins[-1]),
+                     "deletion_curve": dele[-1].tolist(), "insertion_curve": ins[-1].tolist()}}
 
 
 def faithfulness(model: nn.Module, x, target: int, attr_map, *, layer_hw: tuple[int, int] | None = None,

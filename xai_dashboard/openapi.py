@@ -32,6 +32,28 @@ _RUN = {
     },
 }
 _FILE = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP image"}
+_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
+_CURVE = {"type": "array", "items": _UNIT, "description": "target probability at 0, 1/steps, ... 100 % of pixels"}
+_AUCS = {"deletion_auc": _UNIT, "insertion_auc": _UNIT, "deletion_curve": _CURVE, "insertion_curve": _CURVE}
+_FAITHFULNESS = {
+    "type": "object", "description": "present with faithfulness=1 (xai_dashboard.faithfulness)",
+    "required": ["deletion_auc", "insertion_auc", "random", "edge", "road", "verdict"],
+    "properties": {
+        **_AUCS, "target": {"type": "integer", "minimum": 0}, "steps": {"type": "integer", "minimum": 1},
+        "random": {"type": "object", "required": ["deletion_auc", "insertion_auc"],
+                   "description": "random maps as smooth as the method's (mean and s.d. over seeds)",
+                   "properties": {**_AUCS, "kind": {"type": "string"}, "seeds": {"type": "integer"},
+                                  "deletion_auc_std": {"type": "number"}, "insertion_auc_std": {"type": "number"}}},
+        "edge": {"type": "object", "required": ["deletion_auc", "insertion_auc"], "properties": _AUCS,
+                 "description": "the Sobel edge map of the image"},
+        "road": {"type": "object", "required": ["morf_mean", "lerf_mean", "gap"],
+                 "properties": {"morf_mean": _UNIT, "lerf_mean": _UNIT, "gap": {"type": "number"},
+                                "levels": {"type": "array", "items": _UNIT}}},
+        "verdict": {"type": "object", "required": ["verdict", "reasons"], "properties": {
+            "verdict": {"type": "string", "enum": ["faithful", "weak", "not better than random"]},
+            "reasons": {"type": "array", "items": {"type": "string"}}}},
+    },
+}
 
 
 def _errors(*codes: int) -> dict:
@@ -65,12 +87,15 @@ def openapi_document(formats: Sequence[str]) -> dict:
         "alpha": {"type": "number", "minimum": 0, "maximum": 1},
         "size": {"type": "integer"},
         "format": {"type": "string", "enum": list(formats)},
+        "faithfulness": {"type": "string", "enum": ["0", "1"], "default": "0",
+                         "description": "1 (with format=json): also score the map's faithfulness"},
     }
     explain_json = {"type": "object", "required": ["run", "method", "target", "prediction", "shape", "heatmap"],
                     "properties": {"prediction": _PREDICTION,
                                    "shape": {"type": "array", "items": {"type": "integer"}},
                                    "heatmap": {"type": "array", "items": {"type": "array",
-                                                                         "items": {"type": "number"}}}}}
+                                                                         "items": {"type": "number"}}},
+                                   "faithfulness": _FAITHFULNESS}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "xai-dashboard API", "version": "1",

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from .. import explain_spec, uploads
+from .. import explain_spec, inputs, uploads
 from ..cache import explain_cache
 from ..figures import empty_figure, placeholder
 from ..gradcam_file import precomputed_problem
 from ..images import DETAIL_SIZE
 from ..methods import METHODS, all_params
 from ..sanity_file import BADGE, REFERENCE, THRESHOLD, badge_title, failing_methods
+from . import faithfulness_card, sidebyside
 from .explain_model import (
     Controls, build_feature_view, build_panel, cascade_figure, method_options, probabilities_figure, sanity_data,
     source_for_run, upload_to_source,
@@ -93,6 +94,7 @@ def layout(store) -> html.Div:
                 html.Div(id="xp-source-label", className="hint", style={"margin": "8px 0 4px"}),
                 html.Img(id="xp-input-image", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="input image", style=_IMG),
                 html.H3(id="prediction-label", style={"margin": "10px 0 0"}),
+                sidebyside.open_link("explain"),
                 dcc.Graph(id="xp-probs", config=_GRAPH, figure=placeholder(260)),
             ]),
             html.Div(className="card", style={"flex": "2 1 560px"}, children=[
@@ -111,6 +113,7 @@ def layout(store) -> html.Div:
                 html.Div(id="xp-sanity-badge"),
                 html.Img(id="gradcam-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="attribution overlay",
                          style=_IMG),
+                faithfulness_card.card(),
                 html.H4("Contrast", style={"marginTop": "12px"}),
                 html.Div(id="xp-contrast", style={"display": "flex", "gap": "12px", "flexWrap": "wrap"}),
                 html.Div(style={"marginTop": "12px"}, children=[
@@ -161,6 +164,7 @@ def detail_children(unavailable: dict[str, str] | None = None) -> list:
         ]),
         html.Img(id="xp-detail-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="Grad-CAM overlay", style=_IMG),
         html.Div(id="xp-detail-caption", className="hint"),
+        sidebyside.open_link("gallery"),
     ]
 
 
@@ -171,8 +175,9 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("xp-target", "options"), Output("xp-cam-layer", "options"),
                   Output("xp-cam-layer", "value"), Output("layer-select", "options"),
                   Output("layer-select", "value"), Output("xp-test-index", "max"), Input("run-select", "value"))
+    @inputs.guarded(*[inputs.keep] * 6)  # options and values hold no sentence: choose_source says what is wrong
     def on_run(run_name):
-        run = store.get(run_name)
+        run = inputs.run_of(store, run_name)
         cam = [{"label": o["label"], "value": o["value"]} for o in layer_options(run.meta)
                if o["value"] in explain_spec.spatial_layers(run.meta)]
         return (target_options(run.class_names), cam, run.meta["gradcam_layer"], layer_options(run.meta),
@@ -182,19 +187,24 @@ def register_callbacks(app, store) -> None:
                   Input("upload-image", "contents"), Input("selected-image", "data"), Input("xp-test-index", "value"),
                   Input("run-select", "value"), State("upload-image", "filename"), State("xp-image", "data"),
                   prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint, inputs.keep)
     def choose_source(contents, selected, index, run_name, filename, current):
-        run = store.get(run_name)
+        run = inputs.run_of(store, run_name)
         # Several inputs can fire in one round (a run switch also clears selected-image), so
         # look at all of them, not only ctx.triggered_id.
         fired = ctx.triggered_prop_ids
         if "upload-image.contents" in fired:
-            source, message = upload_to_source(contents, filename, run)
+            source, message = upload_to_source(inputs.text(contents, "the uploaded file"),
+                                               inputs.text(filename, "the file name"), run)
             # cleared, so that typing any test index (even the previous one) switches back
             return (source or no_update), message, (None if source else no_update)
-        if "selected-image.data" in fired and selected and selected.get("run") == run.name:
-            return {"kind": "test", "run": run.name, "index": int(selected["index"])}, "", int(selected["index"])
+        chosen = inputs.selected_image(store, selected) if "selected-image.data" in fired else None
+        if chosen is not None and selected["run"] == run.name:
+            return {"kind": "test", "run": run.name, "index": chosen[1]}, "", chosen[1]
         if "xp-test-index.value" in fired and index is not None:
-            return source_for_run({"index": index}, run), "", no_update
+            return source_for_run({"index": inputs.index(index, len(run.labels))}, run), "", no_update
+        # a malformed stored image is replaced by the run's first test image (render says what was wrong)
+        current = inputs.lenient(lambda v: inputs.explained_image(store, v)[1], current, None)
         if "run-select.value" in fired or (current or {}).get("run") != run.name:
             return source_for_run(current, run), no_update, no_update
         raise PreventUpdate
@@ -206,14 +216,19 @@ def register_callbacks(app, store) -> None:
                   Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
                   Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("view-tabs", "value"),
                   *[Input(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS])
+    @inputs.guarded(inputs.constant(""), inputs.constant(empty_figure("", height=260)), inputs.constant(""),
+                    inputs.constant(""), inputs.constant(""), inputs.hint, inputs.constant([]))
     def render(source, method, target, layer, opacity, tab, *values):
         if tab != TAB:  # every tab's callbacks fire on page load; this one would load torch and a model
             raise PreventUpdate
-        controls = Controls(method or "gradcam", target or "pred", layer, opacity if opacity is not None else 0.5,
+        run, source = inputs.explained_image(store, source)
+        # the layer and the method's parameters are checked against the registry by build_panel
+        controls = Controls(inputs.one_of(method, METHODS, "method"), inputs.target(target, len(run.class_names)),
+                            layer, inputs.number(opacity, "the heatmap opacity", 0, 1),
                             {p.name: v for p, v in zip(PAGE_PARAMS, values)})
         panel = build_panel(store, source, controls, cache())
-        if panel.error:
-            return "", empty_figure("", height=260), "", panel.input_src, "", panel.error, []
+        if panel.error:  # the registry's limits, an unknown layer, a true class asked of an upload
+            return "", empty_figure("", height=260), "", panel.input_src, "", inputs.hint(panel.error), []
         tiles = [html.Figure(style={"margin": 0, "width": "160px"}, children=[
             html.Img(src=src, width=160, height=160, alt=caption, style=_IMG),
             html.Figcaption(caption, className="hint")]) for caption, src in panel.contrast]
@@ -223,6 +238,7 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("xp-method", "options"), Output("xp-method-note", "children"),
                   Output("xp-precompute-note", "children"), Input("run-select", "value"), Input("view-tabs", "value"),
                   Input("xp-precompute-status", "children"))
+    @inputs.guarded(inputs.keep, inputs.hint, inputs.constant(""))
     def on_model(run_name, tab, _precomputed):
         """Disable the methods this run's model does not support, saying why; flag an unusable gradcam.npz
         (again once the precompute button has rewritten it)."""
@@ -230,7 +246,7 @@ def register_callbacks(app, store) -> None:
             raise PreventUpdate
         from .. import explain
 
-        run = store.get(run_name)
+        run = inputs.run_of(store, run_name)
         unavailable = explain.unavailable_methods(run)
         note = " ".join(f"{METHODS[m].label} is unavailable: {reason}." for m, reason in unavailable.items())
         options = flag_failing(method_options(unavailable), failing_methods(sanity_data(run)[0]))
@@ -239,53 +255,61 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
                   Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"),
                   Input("view-tabs", "value"))
+    @inputs.guarded(inputs.figure, inputs.figure, inputs.figure)
     def feature_maps(source, layer, show_all, tab):
         if tab != TAB:
             raise PreventUpdate
-        try:
-            view = build_feature_view(store, source, layer, "all" in (show_all or []))
-        except (KeyError, ValueError, TypeError) as e:
-            blank = empty_figure(str(e.args[0]) if e.args else str(e), height=200)
-            return blank, blank, blank
+        run, source = inputs.explained_image(store, source)
+        layer = None if layer is None else inputs.one_of(layer, [e["name"] for e in run.meta["layers"]], "layer")
+        show_all = "all" in inputs.checklist(show_all, ("all",), "the channels shown")
+        view = build_feature_view(store, source, layer, show_all)
         return view.grid, view.contrib, view.filters or empty_figure("no convolution in this model", height=120)
 
     # torch, Captum and a model take ~2.5 s to load and nothing loads them at start-up; begin
     # once the overview is on screen (its cards just rendered), not while the page still loads.
     @app.callback(Output("xp-warm", "data"), Input("overview-cards", "children"), State("run-select", "value"),
                   prevent_initial_call=True)
+    @inputs.guarded(inputs.keep)
     def warm_model(_cards, run_name):
         from .. import explain
 
-        explain.warm(store.get(run_name))
+        explain.warm(inputs.run_of(store, run_name))
         raise PreventUpdate
 
     @app.callback(Output("detail-explain", "children"), Input("selected-image", "data"))
+    @inputs.guarded(inputs.hint)
     def detail(selected):
-        if not selected:
+        chosen = inputs.selected_image(store, selected)
+        if chosen is None:
             return []
         from .. import explain
 
-        return detail_children(explain.unavailable_methods(store.get(selected["run"])))
+        return detail_children(explain.unavailable_methods(chosen[0]))
 
     @app.callback(Output("xp-detail-overlay", "src"), Output("xp-detail-caption", "children"),
                   Input("xp-detail-method", "value"), Input("xp-detail-target", "value"),
                   State("selected-image", "data"))
+    @inputs.guarded(inputs.constant(""), inputs.hint)
     def detail_overlay(method, target, selected):
-        if not selected:
+        chosen = inputs.selected_image(store, selected)
+        if chosen is None:
             raise PreventUpdate
-        source = {"kind": "test", "run": selected["run"], "index": int(selected["index"])}
+        method = inputs.one_of(method, METHODS, "method")
+        target = inputs.one_of(target, ("pred", "true", "contrast"), "target")
+        source = {"kind": "test", "run": selected["run"], "index": chosen[1]}
         contrast = target == "contrast"
-        panel = build_panel(store, source, Controls(method=method or "gradcam", target="pred" if contrast else target),
+        panel = build_panel(store, source, Controls(method=method, target="pred" if contrast else target),
                             cache(), contrast=contrast)
         if panel.error:
             return "", panel.error
         if contrast:
             caption, src = panel.contrast[2]
             return src, caption
-        return panel.overlay_src, f"{METHODS[method or 'gradcam'].label} for the {target} class"
+        return panel.overlay_src, f"{METHODS[method].label} for the {target} class"
 
     _register_precompute(app, store)
     _register_sanity(app, store)
+    faithfulness_card.register_callbacks(app, store)
 
 
 def job_view(status) -> tuple[bool, str, str, str, bool]:
@@ -309,11 +333,10 @@ def _register_precompute(app, store) -> None:
                   Output("xp-precompute", "disabled"),
                   Input("xp-precompute", "n_clicks"), Input("xp-precompute-poll", "n_intervals"),
                   Input("run-select", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.constant(True), inputs.hint, inputs.constant("0"), inputs.constant("100"),
+                    inputs.constant(True))
     def precompute(_clicks, _ticks, run_name):
-        try:
-            run = store.get(run_name)
-        except KeyError as e:
-            return True, str(e.args[0]), "0", "100", True
+        run = inputs.run_of(store, run_name)
         if ctx.triggered_id == "xp-precompute":
             return job_view(jobs.start("gradcam", run.run.path, store.data_dir))
         return job_view(jobs.read_status("gradcam", run.run.path))
@@ -356,17 +379,22 @@ def flag_failing(options: list[dict], failing: dict[str, float]) -> list[dict]:
 def _register_sanity(app, store) -> None:
     @app.callback(Output("xp-sanity-plot", "figure"), Output("xp-sanity-note", "children"),
                   Input("run-select", "value"), Input("xp-sanity-metric", "value"), Input("view-tabs", "value"))
+    @inputs.guarded(inputs.figure, inputs.hint)
     def cascade(run_name, metric, tab):
         if tab != TAB:
             raise PreventUpdate
-        data, problem = sanity_data(store.get(run_name))
+        run = inputs.run_of(store, run_name)
+        metric = inputs.one_of(metric, ("spearman", "ssim"), "similarity")
+        data, problem = sanity_data(run)
         if data is None:
             return empty_figure("no sanity check for this run", height=340), problem
-        return cascade_figure(data, metric or "spearman"), problem
+        return cascade_figure(data, metric), problem
 
     @app.callback(Output("xp-sanity-badge", "children"), Input("xp-method", "value"), Input("run-select", "value"),
                   Input("view-tabs", "value"))
+    @inputs.guarded(inputs.hint)
     def badge(method, run_name, tab):
         if tab != TAB:
             raise PreventUpdate
-        return sanity_badge(method or "gradcam", failing_methods(sanity_data(store.get(run_name))[0]))
+        method = inputs.one_of(method, METHODS, "method")
+        return sanity_badge(method, failing_methods(sanity_data(inputs.run_of(store, run_name))[0]))

@@ -195,3 +195,37 @@ def build_feature_view(store, source: dict, layer: str | None, show_all: bool) -
         grid = featuremaps.vector_figure(probe)
     filters = featuremaps.filters_figure(conv[0], weight) if conv else None
     return FeatureView(grid, featuremaps.contribution_figure(probe, target_name), filters)
+
+
+# ------------------------------------------------------------------ sanity check (sanity.json)
+
+def sanity_data(run) -> tuple[dict | None, str]:
+    """LoadedRun ``run``'s sanity.json data and, when it is absent, stale or unfinished, why (else "")."""
+    from ..sanity_file import load_sanity
+
+    return load_sanity(run.run.path, run.meta)
+
+
+def cascade_figure(data: dict, metric: str = "spearman") -> go.Figure:
+    """Similarity to the trained model's maps (``metric``: "spearman" or "ssim", mean with its 95 % CI)
+    against the blocks randomised so far, one line per method, and the pass/fail threshold."""
+    from ..sanity_file import THRESHOLD
+
+    fig = go.Figure()
+    for method, steps in data["cascade"].items():
+        if not steps:
+            continue
+        x = ["none"] + [s["block"] for s in steps]
+        mean = [1.0] + [s[metric]["mean"] for s in steps]
+        hi = [0.0] + [s[metric]["ci95"][1] - s[metric]["mean"] for s in steps]
+        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=METHODS[method].label,
+                                 error_y=dict(type="data", array=hi, visible=True, thickness=1),
+                                 hovertemplate=f"{METHODS[method].label}: %{{y:.2f}} after %{{x}}<extra></extra>"))
+    fig.add_hline(y=THRESHOLD, line_dash="dash", line_color="#c0392b",
+                  annotation_text=f"{THRESHOLD}: above after full randomisation = fails",
+                  annotation_position="top left")
+    words = "mean Spearman rank correlation" if metric == "spearman" else "mean SSIM"
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=40), legend=dict(orientation="h", y=-0.25),
+                      xaxis_title="blocks re-initialised, cumulatively from the head", yaxis_title=words,
+                      yaxis=dict(range=[-0.25, 1.05]))
+    return fig
