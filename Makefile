@@ -34,7 +34,8 @@ test: setup system-deps
 	$(BIN)/python -m pytest -q --timeout=900
 
 bench: setup
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	# locust needs urllib3 2, which selenium (browser tests) does not allow: its own venv
+	test -x .venv-locust/bin/locust || ($(PYTHON) -m venv .venv-locust && .venv-locust/bin/pip install --quiet locust==2.47.0 numpy==2.4.6 pillow==13.0.0)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/inference_throughput.py
 

@@ -37,7 +37,13 @@ def worst_case_uploads() -> list[tuple[str, bytes]]:
     return [("png16-7000.png", buf.getvalue()), ("truncated-7000.jpg", jpeg.getvalue()[:1200])]
 
 
-IMAGES = [_png(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)) for i in range(16)]
+_RNG = np.random.default_rng(0)
+
+
+def fresh_image() -> bytes:
+    """A new random 32x32 PNG: every request is a cache miss, so each explanation is computed."""
+    return _png(_RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
 WORST: list[tuple[str, bytes]] = []
 
 
@@ -58,7 +64,7 @@ class Analyst(HttpUser):
         self.callback = next((d for d in deps if [i["id"] for i in d["inputs"]] == ["run-select"]), None)
 
     def _post(self, path: str, name: str, **fields):
-        files = {"file": ("x.png", random.choice(IMAGES), "image/png")}
+        files = {"file": ("x.png", fresh_image(), "image/png")}
         with self.client.post(path, files=files, data={"run": self.run, **fields}, name=name,
                               catch_response=True) as r:
             if r.status_code >= 500:
