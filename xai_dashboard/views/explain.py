@@ -307,7 +307,7 @@ def register_callbacks(app, store) -> None:
             return src, caption
         return panel.overlay_src, f"{METHODS[method].label} for the {target} class"
 
-    _register_precompute(app, store)
+    register_job_button(app, store, "gradcam", "xp-precompute", "xp-precompute")
     _register_sanity(app, store)
     faithfulness_card.register_callbacks(app, store)
 
@@ -323,23 +323,24 @@ def job_view(status) -> tuple[bool, str, str, str, bool]:
     return not active, text, str(status.done), str(max(status.total, 1)), active
 
 
-def _register_precompute(app, store) -> None:
-    """The "precompute Grad-CAM" button. The job runs in its own process, one per run for the whole
-    server and at most ``XAI_MAX_JOBS`` at once (:mod:`..jobs`); the page polls its progress file."""
+def register_job_button(app, store, kind: str, button: str, prefix: str) -> None:
+    """A button starting job ``kind`` (:mod:`..jobs`: one per run for the whole server, at most
+    ``XAI_MAX_JOBS`` at once) for the selected run, with ``{prefix}-status``/``-progress`` polled
+    through ``{prefix}-poll`` while it runs."""
     from .. import jobs
 
-    @app.callback(Output("xp-precompute-poll", "disabled"), Output("xp-precompute-status", "children"),
-                  Output("xp-precompute-progress", "value"), Output("xp-precompute-progress", "max"),
-                  Output("xp-precompute", "disabled"),
-                  Input("xp-precompute", "n_clicks"), Input("xp-precompute-poll", "n_intervals"),
+    @app.callback(Output(f"{prefix}-poll", "disabled"), Output(f"{prefix}-status", "children"),
+                  Output(f"{prefix}-progress", "value"), Output(f"{prefix}-progress", "max"),
+                  Output(button, "disabled"),
+                  Input(button, "n_clicks"), Input(f"{prefix}-poll", "n_intervals"),
                   Input("run-select", "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.constant(True), inputs.hint, inputs.constant("0"), inputs.constant("100"),
                     inputs.constant(True))
-    def precompute(_clicks, _ticks, run_name):
+    def job(_clicks, _ticks, run_name):
         run = inputs.run_of(store, run_name)
-        if ctx.triggered_id == "xp-precompute":
-            return job_view(jobs.start("gradcam", run.run.path, store.data_dir))
-        return job_view(jobs.read_status("gradcam", run.run.path))
+        if ctx.triggered_id == button:
+            return job_view(jobs.start(kind, run.run.path, store.data_dir))
+        return job_view(jobs.read_status(kind, run.run.path))
 
 
 # ------------------------------------------------------------------ sanity check: cascade plot and badge

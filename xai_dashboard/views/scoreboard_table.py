@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dash import Input, Output, ctx, dcc, html
+from dash import Input, Output, dcc, html
 import dash_ag_grid as dag
 
 from .. import inputs
@@ -102,19 +102,6 @@ def register_callbacks(app, store) -> None:
         rows = grid_rows(data, label)
         return rows, note(data, problem, None if label is None else names[label]), options
 
-    @app.callback(Output("xp-board-poll", "disabled"), Output("xp-board-status", "children"),
-                  Output("xp-board-progress", "value"), Output("xp-board-progress", "max"),
-                  Output("xp-board-compute", "disabled"),
-                  Input("xp-board-compute", "n_clicks"), Input("xp-board-poll", "n_intervals"),
-                  Input("run-select", "value"), prevent_initial_call=True)
-    @inputs.guarded(inputs.constant(True), inputs.hint, inputs.constant("0"), inputs.constant("100"),
-                    inputs.constant(True))
-    def compute(_clicks, _ticks, run_name):
-        """The scoreboard job (:mod:`..jobs`: one per run for the whole server), polled while it runs."""
-        from .. import jobs
-        from .explain import job_view  # the precompute button's view of a job, shared
+    from .explain import register_job_button
 
-        run = inputs.run_of(store, run_name)
-        if ctx.triggered_id == "xp-board-compute":
-            return job_view(jobs.start("scoreboard", run.run.path, store.data_dir))
-        return job_view(jobs.read_status("scoreboard", run.run.path))
+    register_job_button(app, store, "scoreboard", "xp-board-compute", "xp-board")
