@@ -56,18 +56,20 @@ def main() -> None:
     p.add_argument("--data-dir",
                    default=os.environ.get("XAI_DATA_DIR", str(ROOT.parent / "shared" / "data" / "cifar10")))
     p.add_argument("--images", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=sanity.MAP_BATCH)
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (default: torch's choice; on a shared, loaded CPU 1 avoids oversubscription)")
     p.add_argument("--skip-per-method", action="store_true", help="time only the whole cascade")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    summary = []
     print(f"{Path(args.run).name}: {args.images} images, batches of {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}", flush=True)
     if not args.skip_per_method:
         for method, (wall, cpu) in per_method(Path(args.run), args.data_dir, args.images, args.batch_size).items():
             print(f"  one pass of {method:22s} {wall:7.1f} s wall, {cpu:7.1f} s CPU", flush=True)
+            summary.append(f"  one pass of {method:22s} {cpu / args.images * 1000:6.1f} ms CPU per image")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / Path(args.run).name
         shutil.copytree(args.run, copy)
@@ -80,6 +82,11 @@ def main() -> None:
     # CPU seconds hardly depend on the load: with one thread they are what an idle core would take
     print(f"whole cascade: {seconds:.1f} s wall ({seconds / 60:.2f} min), {cpu:.1f} s CPU, {counted[0]} maps, "
           f"{counted[0] / seconds:.1f} maps/s; load average now {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"\n=== summary ({Path(args.run).name}, {args.images} images, {torch.get_num_threads()} torch threads, "
+          f"load average {os.getloadavg()[0]:.1f}: figures taken under load are upper bounds) ===")
+    print(f"randomisation cascade: {seconds / 60:.2f} min wall   budget 5 min   {'OK' if seconds <= 300 else 'OVER'}"
+          f"   ({cpu / 60:.2f} min CPU, {cpu / counted[0] * 1000:.0f} ms CPU per map)")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

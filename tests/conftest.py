@@ -11,6 +11,7 @@ import pytest
 # thread stopped while importing torch leaves half-imported torch submodules behind that
 # break every later import in this process. Import it once, before any server starts.
 import torch  # noqa: F401
+import torchvision  # noqa: F401 - imported lazily by the faithfulness card; it imports torch._dynamo and sympy
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -53,6 +54,20 @@ def pytest_setup_options():
     for arg in CHROME_ARGS:
         options.add_argument(arg)
     return options
+
+
+@pytest.fixture(autouse=True)
+def _fresh_attribution_thread(request):
+    """dash_duo stops its server by raising SystemExit in every thread started during the test, the
+    process's one attribution thread (xai_dashboard.attribution_queue) included: later tests would queue
+    their attributions behind a dead thread and wait out the budget. After a browser test (this fixture's
+    teardown runs after dash_duo's), the next attribution starts a new queue."""
+    import sys
+
+    yield
+    queue = sys.modules.get("xai_dashboard.attribution_queue")  # nothing to replace when never imported
+    if queue is not None and "dash_duo" in request.fixturenames:
+        queue._forget()
 
 
 def _cifar_run_dirs() -> list[Path]:

@@ -149,6 +149,11 @@ def test_sorting_is_a_permutation_in_the_promised_order(pred, by):
     elif by == "margin":
         s = np.sort(p, axis=1)
         assert (np.diff(s[:, -1] - s[:, -2]) >= 0).all()
+    elif by == "least":
+        conf = p.max(1)
+        assert (np.diff(conf) >= 0).all()
+        ties = np.diff(conf) == 0
+        assert (np.diff(out)[ties] > 0).all()  # equal confidence: ascending test index
     else:
         assert (np.diff(out) > 0).all()
 

@@ -16,7 +16,8 @@ from tests.conftest import CHECKPOINTS
 from xai_dashboard.app import create_app
 from xai_dashboard.store import RunStore
 
-OPERATIONS = ("GET /api/runs", "POST /api/predict", "POST /api/explain")
+OPERATIONS = ("GET /api/runs", "POST /api/predict", "POST /api/explain", "GET /api/label-issues",
+              "GET /api/robustness")
 # Not "positive data acceptance": a schema cannot say "a decodable PNG", so schema-valid bytes are
 # rightly refused with 400/415; what must hold is no 5xx and answers matching the document.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,

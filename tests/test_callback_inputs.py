@@ -124,6 +124,9 @@ VALID = {
     # side by side
     ("sbs-index", "value"): 3, ("sbs-source", "data"): {"kind": "test", "run": DEMO, "index": 3},
     ("sbs-runs", "value"): [DEMO, TWIN], ("sbs-methods", "value"): ["gradcam", "saliency"],
+    # clicks on pattern-matched buttons, relayed by views.clicks (read only when they fired the callback)
+    ("gallery-pair-click", "data"): None,
+    ("sbs-link", "data"): {"id": {"type": "sbs-open", "from": "explain"}, "n_clicks": 1},
 }
 for _key in ("fixed", "introduced", "both"):
     VALID.update({(f"compare-{_key}-prev", "n_clicks"): 0, (f"compare-{_key}-next", "n_clicks"): 1,
@@ -145,6 +148,7 @@ _SHOWN_TEST = [({"kind": "test", "run": DEMO, "index": -1}, "-1"), ({"kind": "te
 _XP_IMAGE = _SHOWN_TEST + [
     ({**UPLOADED, "pixels": "!!"}, "upload it again"), ({**UPLOADED, "shape": [3, 32, 32]}, "upload it again"),
     ({**UPLOADED, "pixels": _PIXELS[:-8]}, "upload it again"), ({**UPLOADED, "pixels": 5}, "upload it again")]
+PAIR_IDS = [("99-99", "99"), ("abc", "'abc'"), ("-1--1", "-1"), ("1-2,3", "'1-2,3'"), ("", "pair")]
 _CHOSEN = [("abc", "'abc'"), ([1, 2], "threshold"), ({DEMO: {"positive": "x", "threshold": 0.5}}, "'x'"),
            ({DEMO: {"positive": 3, "threshold": NAN}}, "nan"), ({DEMO: "abc"}, "'abc'")]
 CRAFTED = {
@@ -193,6 +197,14 @@ CRAFTED = {
     ("sbs-methods", "value"): [("abc", None), (["nope"], None), (5, None)],
     # the explanations tab's link compares its test image, or the file in upload-image for an upload
     ("sidebyside", "xp-image", "data"): _SHOWN_TEST,
+    # relayed clicks: a crafted button id, or something that is no click at all
+    ("gallery-pair-click", "data"): [({"id": {"type": "pair", "cells": c}, "n_clicks": 1}, fragment)
+                                     for c, fragment in PAIR_IDS] + [("abc", "'pair'"), ({"id": 5}, "'pair'")],
+    ("sbs-link", "data"): [({"id": {"type": "sbs-open", "from": "nope"}, "n_clicks": 1}, "unknown link 'nope'"),
+                           ({"id": {"type": "sbs-open", "from": 5}, "n_clicks": 1}, "'5'"),
+                           ({"id": {"type": "sbs-open"}, "n_clicks": 1}, "unknown link"),
+                           ({"id": {"type": "sbs-open", "from": "explain"}, "n_clicks": "1"}, "'sbs-open'"),
+                           ({"id": {"type": "pair", "cells": "1-2"}, "n_clicks": 1}, "'sbs-open'")],
 }
 # Parameters only matter with the method that reads them, upload-image in the side-by-side link with an upload
 # shown: sent together; keyed by the value, or by (view, callback, id).
@@ -202,24 +214,18 @@ ALONG = {("xp-param-ig_steps", "value"): {("xp-method", "value"): "integrated_gr
          ("sidebyside", "choose_source", "upload-image"): {("xp-image", "data"): UPLOADED}}
 for _key in ("fixed", "introduced", "both"):
     CRAFTED[(f"compare-{_key}-page", "data")] = _PAGE
-# A state only matters when the input that reads it fires: crafted states are sent with that trigger, a
-# property id or a pattern-matching button clicked; keyed by the state, or by (view, callback, state).
-EXPLAIN_LINK = {"id": {"type": "sbs-open", "from": "explain"}, "property": "n_clicks", "value": 1}
+# A state only matters when the input that reads it fires: crafted states are sent with that trigger;
+# keyed by the state, or by (view, callback, state).
 TRIGGER = {("threshold-recall", "value"): "threshold-by-recall.n_clicks",
            ("threshold-cost", "value"): "threshold-by-cost.n_clicks",
            ("gallery-page", "data"): "gallery-next.n_clicks",
            ("explain", "choose_source", "xp-image"): "run-select.value",
            ("sidebyside", "choose_source", "run-select"): "sbs-index.value",
            ("sidebyside", "choose_source", "sbs-upload"): "sbs-upload.contents",
-           ("sidebyside", "choose_source", "xp-image"): EXPLAIN_LINK,
-           ("sidebyside", "choose_source", "upload-image"): EXPLAIN_LINK}
+           ("sidebyside", "choose_source", "xp-image"): "sbs-link.data",  # the explanations tab's link
+           ("sidebyside", "choose_source", "upload-image"): "sbs-link.data"}
 for _key in ("fixed", "introduced", "both"):
     TRIGGER[(f"compare-{_key}-page", "data")] = f"compare-{_key}-next.n_clicks"
-# Pattern-matching inputs (ALL), by their ``type``: crafted button ids, each sent as the click.
-PAIR_IDS = [("99-99", "99"), ("abc", "'abc'"), ("-1--1", "-1"), ("1-2,3", "'1-2,3'"), ("", "pair")]
-PATTERN_IDS = {"pair": [({"type": "pair", "cells": c}, fragment) for c, fragment in PAIR_IDS],
-               "sbs-open": [({"type": "sbs-open", "from": "nope"}, "unknown link 'nope'"),
-                            ({"type": "sbs-open", "from": 5}, "'5'"), ({"type": "sbs-open"}, "unknown link")]}
 # Callbacks whose outputs cannot hold a sentence (a dropdown's value): they keep what they have (204);
 # the callbacks reading those values then say what is wrong.
 NO_TEXT = {"follow_selector", "candidates", "on_run", "warm_model"}
@@ -227,7 +233,7 @@ NO_TEXT = {"follow_selector", "candidates", "on_run", "warm_model"}
 # Threshold tab's update_threshold reports and empties a bad chosen-thresholds, the others carry on; the
 # explanations view's render reports a bad xp-image, which choose_source replaces.
 LENIENT = {("threshold", "pick_class", "chosen-thresholds"), ("compare", "update_comparison", "chosen-thresholds"),
-           ("explain", "choose_source", "xp-image")}
+           ("compare", "export_set", "chosen-thresholds"), ("explain", "choose_source", "xp-image")}
 # Callbacks that only start work (loading a model): their output never changes, so even a valid body is a 204.
 NEVER_UPDATES = {"warm_model"}
 
@@ -239,8 +245,6 @@ def _prop_id(id_, prop: str) -> str:
 def _entry(spec: dict, tab: str, override: dict) -> dict | list:
     """One inputs/state entry with its valid value, or the crafted one in ``override``."""
     key = (spec["id"], spec["property"])
-    if spec["id"].startswith("{"):  # pattern-matching (ALL): no buttons rendered
-        return override.get(key, [])
     value = tab if key == ("view-tabs", "value") else VALID.get(key)
     return {"id": spec["id"], "property": spec["property"], "value": override.get(key, value)}
 
@@ -266,24 +270,14 @@ def crafted_bodies(app, deps: list[dict], view: str):
         func = app.callback_map[dep["output"]]["callback"]
         if VIEW_MODULES.get(func.__module__) != view:
             continue
-        plain = next(s for s in dep["inputs"] if not s["id"].startswith("{"))  # no button was clicked
-        first = _prop_id(plain["id"], plain["property"])
+        first = _prop_id(dep["inputs"][0]["id"], dep["inputs"][0]["property"])
         name = func.__name__
-        pattern = next(((s["id"], s["property"]) for s in dep["inputs"] if s["id"].startswith("{")), None)
         for spec in dep["inputs"] + dep["state"]:
             key = (spec["id"], spec["property"])
-            clicks, changed = {}, _prop_id(*key)
+            changed = _prop_id(*key)
             if spec in dep["state"]:
                 changed = TRIGGER.get((view, name, key[0]), TRIGGER.get(key, first))
-                if isinstance(changed, dict):  # a pattern-matching button clicked
-                    clicks, changed = {pattern: [changed]}, _prop_id(changed["id"], changed["property"])
-            if spec["id"].startswith("{"):
-                for id_, fragment in PATTERN_IDS[json.loads(spec["id"])["type"]]:
-                    button = {"id": id_, "property": spec["property"], "value": 1}
-                    yield (name, id_["type"], f"button {id_!r}",
-                           body(dep, view, {key: [button]}, _prop_id(id_, spec["property"])), fragment)
-                continue
-            along = {**clicks, **ALONG.get((view, name, key[0]), ALONG.get(key, {}))}
+            along = ALONG.get((view, name, key[0]), ALONG.get(key, {}))
             for value, fragment in CRAFTED.get((view, *key), CRAFTED.get(key, [])):
                 yield name, key[0], f"{key[0]}={value!r}", body(dep, view, {**along, key: value}, changed), fragment
             missing = body(dep, view, along, changed)  # the entry without its "value" field
@@ -292,6 +286,17 @@ def crafted_bodies(app, deps: list[dict], view: str):
                     entry.pop("value")
             yield name, key[0], f"{key[0]} missing", missing, None
         yield name, None, "valid", body(dep, view, {}, first), None
+
+
+def test_no_server_callback_listens_to_pattern_matched_buttons(client_and_deps):
+    """Buttons drawn while such a callback runs would cancel its answer (views.clicks: why); their
+    clicks reach the server through a relay store instead."""
+    app, _, deps = client_and_deps
+    patterned = [app.callback_map[d["output"]]["callback"].__name__ for d in deps
+                 if not d.get("clientside_function") and "callback" in app.callback_map.get(d["output"], {})
+                 and VIEW_MODULES.get(app.callback_map[d["output"]]["callback"].__module__)
+                 and any(s["id"].startswith("{") for s in d["inputs"])]
+    assert patterned == []
 
 
 def post(client, payload: dict):
@@ -329,7 +334,7 @@ def test_crafted_payloads_are_answered_in_words(client_and_deps, view):
 
 
 def _matrix_body(deps) -> tuple[dict, dict]:
-    """The errors view's confusion-matrix callback (three inputs, two outputs, no state) and a valid body of it."""
+    """The errors view's confusion-matrix callback (five inputs, two outputs, no state) and a valid body of it."""
     dep = next(d for d in deps if d["output"] == "..confusion-matrix.figure...confused-pairs.children..")
     return dep, body(dep, "errors", {}, "run-select.value")
 
@@ -342,12 +347,12 @@ MALFORMED = {  # name: the valid body -> a body Dash's dispatch cannot take, and
     "output missing": (lambda b: _without(b, "output"), "unknown callback output None"),
     "unknown output": (lambda b: {**b, "output": "nope.children"}, "'nope.children'"),
     "clientside output": (lambda b: {**b, "output": "xp-upload-guard.data"}, "'xp-upload-guard.data'"),
-    "inputs missing": (lambda b: _without(b, "inputs"), "inputs must list 3"),
-    "fewer inputs": (lambda b: {**b, "inputs": b["inputs"][:2]}, "inputs must list 3"),
-    "more inputs": (lambda b: {**b, "inputs": b["inputs"] * 2}, "inputs must list 3"),
+    "inputs missing": (lambda b: _without(b, "inputs"), "inputs must list 5"),
+    "fewer inputs": (lambda b: {**b, "inputs": b["inputs"][:2]}, "inputs must list 5"),
+    "more inputs": (lambda b: {**b, "inputs": b["inputs"] * 2}, "inputs must list 5"),
     "input without property": (lambda b: {**b, "inputs": [{"id": "run-select", "value": DEMO}, *b["inputs"][1:]]},
-                               "inputs must list 3"),
-    "input not an object": (lambda b: {**b, "inputs": [5, *b["inputs"][1:]]}, "inputs must list 3"),
+                               "inputs must list 5"),
+    "input not an object": (lambda b: {**b, "inputs": [5, *b["inputs"][1:]]}, "inputs must list 5"),
     "outputs missing": (lambda b: _without(b, "outputs"), "outputs must list 2"),
     "one output of two": (lambda b: {**b, "outputs": b["outputs"][:1]}, "outputs must list 2"),
     "state where there is none": (lambda b: {**b, "state": [b["inputs"][0]]}, "state must list 0"),

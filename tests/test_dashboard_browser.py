@@ -267,23 +267,21 @@ def test_two_class_run_warns_and_the_slider_moves_the_matrix(dash_duo, cat_dog_s
 # ---------------------------------------------------------------- the same callback over HTTP (no browser)
 
 def gallery_payload(app, click: dict, run: str, tab: str = "errors") -> dict:
-    """A real /_dash-update-component body for the gallery callback, as the browser sends it."""
+    """A real /_dash-update-component body for the gallery callback, as the browser sends it (its inputs
+    read from the callback map: those not named here have their layout's value, the pair buttons none)."""
     key = next(k for k in app.callback_map if "gallery.children" in k)
     outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in key.strip(".").split("...")]
-    return {
-        "output": key, "outputs": outputs, "changedPropIds": ["confusion-matrix.clickData"],
-        "inputs": [
-            {"id": "confusion-matrix", "property": "clickData", "value": click},
-            [],  # the pair buttons (ALL): none rendered yet
-            {"id": "run-select", "property": "value", "value": run},
-            {"id": "gallery-sort", "property": "value", "value": "confidence"},
-            {"id": "gallery-prev", "property": "n_clicks", "value": 0},
-            {"id": "gallery-next", "property": "n_clicks", "value": 0},
-            {"id": "view-tabs", "property": "value", "value": tab},
-        ],
-        "state": [{"id": "gallery-selection", "property": "data", "value": None},
-                  {"id": "gallery-page", "property": "data", "value": 0}],
-    }
+    values = {"confusion-matrix.clickData": click, "run-select.value": run, "gallery-sort.value": "confidence",
+              "gallery-prev.n_clicks": 0, "gallery-next.n_clicks": 0, "view-tabs.value": tab,
+              "label-set.value": "original", "reviews-stamp.data": 0, "gallery-conf.value": [0, 1],
+              "gallery-selection.data": None, "gallery-page.data": 0}
+    inputs = [[] if spec["id"].startswith("{") else  # the pair buttons (ALL): none rendered yet
+              {"id": spec["id"], "property": spec["property"], "value": values.get(f"{spec['id']}.{spec['property']}")}
+              for spec in app.callback_map[key]["inputs"]]
+    state = [{"id": spec["id"], "property": spec["property"], "value": values.get(f"{spec['id']}.{spec['property']}")}
+             for spec in app.callback_map[key]["state"]]
+    return {"output": key, "outputs": outputs, "changedPropIds": ["confusion-matrix.clickData"],
+            "inputs": inputs, "state": state}
 
 
 def test_gallery_callback_over_http_returns_urls_fast(cifar_store):

@@ -51,7 +51,7 @@ def test_api_scores_the_map_it_returns(block, demo_store):
     x = explain.to_input(run.images[3], run.meta)[0]
     with run.lock:
         again = faithfulness(explain.shared_model(run), x, block["target"]["index"], np.array(block["heatmap"]),
-                             layer_hw=(5, 5))
+                             layer_hw=(5, 5), bf16=map_faithfulness.BF16)
     assert block["faithfulness"]["deletion_auc"] == pytest.approx(again["deletion_auc"], abs=1e-4)
     assert block["faithfulness"]["random"]["insertion_auc"] == pytest.approx(again["random"]["insertion_auc"],
                                                                              abs=1e-4)
@@ -87,9 +87,10 @@ def test_budget_rule_coarsens_then_refuses(monkeypatch):
     monkeypatch.setenv(explain.BUDGET_ENV, "10")
     forward = 10 / map_faithfulness.passes(100)  # 225 steps are over the budget, 32 are within it
     monkeypatch.setattr(explain, "pass_seconds", lambda _run: 3 * forward)
-    assert map_faithfulness.passes(32) == 678 and map_faithfulness.affordable_steps(run) == 32
+    # 32 steps: 2 x (2 shared ends + 10 maps x 31 inner points) curve images + 18 ROAD images
+    assert map_faithfulness.passes(32) == 642 and map_faithfulness.affordable_steps(run) == 32
     monkeypatch.setattr(explain, "pass_seconds", lambda _run: 3.0)
-    with pytest.raises(ExplainError, match="678 forward passes"):
+    with pytest.raises(ExplainError, match="642 forward passes"):
         map_faithfulness.affordable_steps(run)
 
 
@@ -117,3 +118,23 @@ def test_card_builder_renders_scores_meanings_and_curves(block):
                                           "insertion, random"]
     assert list(fig.data[0].y) == pytest.approx(scores["deletion_curve"])
     assert list(fig.data[3].y) == pytest.approx(scores["random"]["insertion_curve"])
+
+
+def test_baselines_are_computed_once_per_image_and_smoothness(demo_store, tmp_path, monkeypatch):
+    """Two pixel methods on one image share their random and edge baselines (computed once, then
+    cached); Grad-CAM's smooth random maps are another baseline, computed for it."""
+    from xai_dashboard import faithfulness
+    from xai_dashboard.cache import explain_cache
+
+    run, cache = demo_store.get(None), explain_cache(tmp_path)
+    real, calls = faithfulness.baselines, []
+    monkeypatch.setattr(faithfulness, "baselines", lambda *a, **k: calls.append(k.get("layer_hw")) or real(*a, **k))
+    scores = {}
+    for method in ("saliency", "integrated_gradients", "gradcam"):
+        settings = Settings(method).resolved(run.meta)
+        heat = explain.explain_image(run, run.images[9], 2, settings, cache)
+        scores[method] = map_faithfulness.map_faithfulness(run, run.images[9], 2, settings, heat, cache)
+    assert calls == [None, (5, 5)]
+    assert scores["integrated_gradients"]["random"] == scores["saliency"]["random"]
+    assert scores["integrated_gradients"]["edge"] == scores["gradcam"]["edge"] == scores["saliency"]["edge"]
+    assert scores["gradcam"]["random"]["kind"] == "5x5-upsampled" and scores["saliency"]["random"]["kind"] == "pixel"

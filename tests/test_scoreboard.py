@@ -89,7 +89,7 @@ def test_stores_each_methods_aucs_and_baselines_once_per_image(board):
     i, target = int(data["index"][0]), int(data["target"][0])
     x = explain.to_input(images[i], run.meta)[0]
     model = run.load_model("cpu").eval()
-    ref = faithfulness.baselines(model, x, target, layer_hw=(5, 5))
+    ref = faithfulness.baselines(model, x, target, layer_hw=(5, 5), bf16=cfg["precision"] == "bf16")
     assert data["random_layer.deletion"][0] == pytest.approx(ref["random"]["deletion_auc"], abs=1e-5)
     assert data["edge.insertion"][0] == pytest.approx(ref["edge"]["insertion_auc"], abs=1e-5)
     assert target == int(run.predictions["logits"][i].argmax())

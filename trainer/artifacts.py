@@ -42,6 +42,14 @@ def _preprocessing(meta: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def _train_set(meta: dict) -> str:
+    """The training images as meta.json names them (no fingerprint of them is recorded): the source,
+    how many and which subset; a file bound to it also records the fingerprint it found."""
+    d = meta["dataset"]
+    fields = [d.get("spec", d["name"]), d["num_train"], d.get("train_subset")]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
 # What a derived file may be bound to: name -> (value from meta.json, words for messages).
 BINDINGS: dict[str, tuple[Callable[[dict], str], str]] = {
     "weights": (lambda meta: meta["weights_sha256"], "weights"),
@@ -49,6 +57,7 @@ BINDINGS: dict[str, tuple[Callable[[dict], str], str]] = {
     "preprocessing": (_preprocessing, "architecture and preprocessing"),
     "gradcam_layer": (lambda meta: meta["gradcam_layer"], "Grad-CAM layer"),
     "classes": (lambda meta: hashlib.sha256(json.dumps(meta["class_names"]).encode()).hexdigest(), "class names"),
+    "train_set": (_train_set, "training set"),
 }
 
 

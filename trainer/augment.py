@@ -24,20 +24,26 @@ class AugmentConfig:
     rotate: float = 0.0         # max rotation in degrees (0: off)
 
 
-def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:
-    """Pad each side by ``pad`` and crop back at a random offset per image."""
-    if pad == 0:
-        return x
+def translate_and_mirror(x: torch.Tensor, pad: int, mirror: torch.Tensor, gen: torch.Generator,
+                         mode: str = "reflect") -> torch.Tensor:
+    """Mirror the images where ``mirror`` (bool ``(N,)``), pad each side by ``pad`` and crop back at
+    a random offset per image; ``x`` ``(N, C, H, W)`` -> the same shape, stored channels-last.
+
+    One gather from the padded batch does all three: padding is symmetric, so mirroring the
+    padded image equals padding the mirrored one, and a mirrored crop just reads the columns
+    backwards. Gathering whole pixels (all channels at once) writes the channels-last layout the
+    convolutions want, so no further copy is made.
+    """
     n, _, h, w = x.shape
-    padded = F.pad(x, (pad,) * 4, mode="reflect" if mode == "reflect" else "constant")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-    # Gather with per-image offsets: one indexing op instead of a Python loop over images.
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    padded = F.pad(x, (pad,) * 4, mode="reflect" if mode == "reflect" else "constant") if pad else x
+    # No draws without a shift, so the random stream of later augmentations is unchanged.
+    dx, dy = (torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device) if pad
+              else torch.zeros(n, dtype=torch.long, device=x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (N, W)
+    cols = torch.where(mirror[:, None], w + 2 * pad - 1 - cols, cols)[:, None, :]  # (N, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (N, H, W, C) viewed as NCHW
 
 
 def flip_mask(indices: torch.Tensor, epoch: int, mode: str, gen: torch.Generator, seed: int) -> torch.Tensor:
@@ -88,9 +94,8 @@ def augment_batch(x: torch.Tensor, indices: torch.Tensor, epoch: int, cfg: Augme
                   gen: torch.Generator, seed: int) -> torch.Tensor:
     """Augment a normalised float batch ``(N, C, H, W)``; ``indices`` are the images' dataset indices."""
     mirror = flip_mask(indices, epoch, cfg.flip, gen, seed).to(x.device)
-    if mirror.any():
-        x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-    x = random_translate(x, cfg.translate, gen, cfg.pad_mode)
+    if cfg.translate or mirror.any():
+        x = translate_and_mirror(x, cfg.translate, mirror, gen, cfg.pad_mode)
     if cfg.rotate:
         x = rotate(x, cfg.rotate, gen)
     if cfg.jitter:

@@ -6,8 +6,9 @@ tensors), :meth:`batches` yields, per batch, normalised float images
 ``(B, C, H, W)`` and labels ``(B,)`` on the device, and the images' dataset
 indices ``(B,)`` on the CPU (augmentation keys its per-image choices on them).
 
-In-memory datasets (CIFAR-10, digits) are normalised once and indexed on the
-device: no per-image work at all. Image folders are decoded and resized in
+In-memory datasets (CIFAR-10, digits) stay uint8 on the device (a quarter of the
+float32 memory) and each batch is normalised as it is drawn: no per-image work at all.
+Image folders are decoded and resized in
 ``workers`` processes while the device trains, then normalised on the device.
 """
 from __future__ import annotations
@@ -26,12 +27,14 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class MemorySplit:
-    """Training images ``ds.train_x[idx]`` normalised once and kept on the device."""
+    """Training images ``ds.train_x[idx]`` kept uint8 on the device, normalised per batch
+    (elementwise, so it commutes with the flips and shifts of :mod:`trainer.augment`)."""
 
     def __init__(self, ds: Dataset, idx: torch.Tensor, mean, std, device: torch.device, mf: torch.memory_format):
-        self.x = normalize(ds.train_x[idx].to(device), mean, std).contiguous(memory_format=mf)
+        self.x = ds.train_x[idx].to(device).contiguous(memory_format=mf)
         self.y = ds.train_y[idx].to(device)
         self.labels, self.idx, self.size = ds.train_y[idx], idx, ds.input_size
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -39,10 +42,10 @@ class MemorySplit:
     def batches(self, positions: list[torch.Tensor]) -> Iterator[Batch]:
         for b in positions:
             b_dev = b.to(self.x.device)
-            yield self.x[b_dev], self.y[b_dev], self.idx[b]
+            yield normalize(self.x[b_dev], self.mean, self.std), self.y[b_dev], self.idx[b]
 
     def whitening_sample(self, n: int) -> torch.Tensor:
-        return self.x[:n].contiguous()
+        return normalize(self.x[:n], self.mean, self.std).contiguous()
 
 
 class FileSplit:

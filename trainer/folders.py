@@ -114,6 +114,8 @@ def open_folder(root: Path, workers: int | None = None,
     training raise :class:`DatasetUnavailable`.
     """
     root = Path(root).expanduser()
+    if not root.is_dir():  # a mistyped or moved PATH is named as such, not as a layout problem
+        raise DatasetUnavailable(f"folder not found: {root}")
     test = next((s for s in ("test", "val") if (root / s).is_dir()), None)
     if not (root / "train").is_dir() or test is None:
         raise DatasetUnavailable(f"{root}: no train/ and test/ sub-folders; {LAYOUT}")

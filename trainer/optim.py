@@ -1,4 +1,5 @@
-"""Optimisers, learning-rate schedules and the lookahead weight average.
+"""Optimisers (SGD, Adam(W), Muon on the convolution filters), learning-rate schedules
+and the lookahead weight average.
 
 Schedules that depend only on the step (cosine, one-cycle, triangle, step)
 are closed-form functions of the step counter, so resuming needs no
@@ -10,12 +11,14 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd as sgd_update
 
 from trainer.config import TrainConfig
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig, extra: list) -> list[dict]:
-    """Three groups: weights; normalisation biases (lr x bias_lr_scale); the whitening bias (trains briefly)."""
+    """Groups: weights; normalisation biases (lr x bias_lr_scale); with the muon optimiser, the
+    convolution filters (4-D weights that train); the whitening bias (trains briefly)."""
     whiten_bias = getattr(getattr(model, "whiten", None), "bias", None)
     norm_bias, other = [], []
     for module in model.modules():
@@ -26,10 +29,16 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, extra: list) -> list[dict]
             (norm_bias if is_norm and name == "bias" else other).append(p)
     other += [p for p in extra if p.requires_grad]
     s = cfg.bias_lr_scale
+    filters = [p for p in other if p.ndim == 4] if cfg.optimizer == "muon" else []
+    if filters:
+        other = [p for p in other if p.ndim != 4]
     groups = [
         dict(params=other, lr=cfg.lr, weight_decay=cfg.weight_decay, name="weights"),
         dict(params=norm_bias, lr=cfg.lr * s, weight_decay=cfg.weight_decay / s, name="norm_bias"),
     ]
+    if filters:  # no weight decay: Muon renormalises these weights every step
+        groups.append(dict(params=filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=0.0,
+                           name="filters", muon=True))
     if whiten_bias is not None and whiten_bias.requires_grad:
         groups.append(dict(params=[whiten_bias], lr=cfg.lr, weight_decay=cfg.weight_decay, name="whiten_bias"))
     for g in groups:
@@ -39,10 +48,79 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, extra: list) -> list[dict]
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: list | None = None) -> torch.optim.Optimizer:
     groups = _param_groups(model, cfg, extra or [])
+    if cfg.optimizer == "muon":
+        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, ns_steps=cfg.muon_ns_steps)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=cfg.lr)
+
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al.'s quintic: steepest slope at 0 that still lands near 1
+
+
+def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
+    """Approximately orthogonalise a matrix ``g`` ``(m, n)``: returns ``U S' V^T`` in bf16,
+    where ``g = U S V^T`` and ``S'`` lies roughly in [0.5, 1.5] (exactly ``U V^T`` would need
+    many more steps; Muon's authors found this does not matter).
+
+    Each step applies ``x -> a x + b (x x^T) x + c (x x^T)^2 x``, which maps every singular
+    value ``s`` to ``a s + b s^3 + c s^5`` and leaves the singular vectors alone; dividing by
+    the Frobenius norm first puts all singular values in (0, 1].
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16()
+    tall = x.size(0) > x.size(1)
+    if tall:  # iterate on the wide orientation: the Gram matrix is the smaller side squared
+        x = x.T
+    x = x / (x.norm() + eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (orthogonalised momentum) for groups marked ``muon=True``; Nesterov SGD for the others.
+
+    One optimiser, so the training loop, the schedule and the checkpoint see the usual
+    ``param_groups`` / ``state_dict``. Per Muon step on a filter ``w`` ``(out, in, kh, kw)``
+    (as in the published airbench94_muon): ``buf <- momentum * buf + grad``; the update direction
+    ``grad + momentum * buf`` (Nesterov) or ``buf``; ``w <- w * sqrt(out) / ||w||`` (the filters
+    feed BatchNorm, so their scale is free and fixing it fixes the effective step size); then
+    ``w <- w - lr * newton_schulz(direction viewed as (out, in*kh*kw))``.
+
+    torch >= 2.9 ships ``torch.optim.Muon``, but it accepts only 2-D parameters and has no
+    weight renormalisation; ``tests/test_muon.py`` checks this class against it on 2-D weights.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool = True, ns_steps: int = 3):
+        super().__init__(groups, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0,
+                                      ns_steps=ns_steps, muon=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["muon"]:
+                for p in params:
+                    self._muon_update(p, group)
+                continue
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            sgd_update(params, [p.grad for p in params], bufs, weight_decay=group["weight_decay"],
+                       momentum=group["momentum"], lr=group["lr"], dampening=0.0,
+                       nesterov=group["nesterov"], maximize=False)
+            for p, buf in zip(params, bufs):  # sgd() created the buffers on the first step
+                self.state[p]["momentum_buffer"] = buf
+
+    def _muon_update(self, p: torch.Tensor, group: dict) -> None:
+        mu = group["momentum"]
+        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+        buf.mul_(mu).add_(p.grad)
+        direction = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
+        p.mul_(p.size(0) ** 0.5 / p.norm())
+        update = newton_schulz(direction.reshape(len(p), -1), group["ns_steps"])
+        p.add_(update.reshape(p.shape).to(p.dtype), alpha=-group["lr"])
 
 
 class Schedule:

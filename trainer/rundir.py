@@ -309,9 +309,22 @@ def load_run(run_dir: str | Path, *, check_weights: bool = True, check_predictio
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) that holds a meta.json."""
-    root = Path(root)
-    return sorted(p.parent for p in root.rglob(META) if not any(part.startswith(".") for part in p.parts))
+    """Every directory under ``root`` (itself included) that holds a meta.json.
+
+    Symlinked folders are followed (a folder of links to runs is a common way to group them),
+    each real folder once; hidden folders and a run's own sub-folders are not searched.
+    """
+    found, seen = [], set()
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen or META in files:
+            if real not in seen:
+                found.append(Path(folder))
+            subdirs[:] = []
+        else:
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        seen.add(real)
+    return sorted(found)
 
 
 TEST_FILES = "test_files.json"

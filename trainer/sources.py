@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 DATA_ENV = "XAI_DATA_DIR"
+IMAGE_ROOT_ENV = "XAI_IMAGE_ROOT"  # where moved image folders are now (:func:`locate_folder`)
 CACHE_DIR = Path(os.environ.get("XAI_CACHE_DIR", Path.home() / ".cache" / "xai-dashboard"))
 
 
@@ -184,19 +185,27 @@ def folder_root(spec: str) -> Path:
     return Path(spec.split(":", 1)[1]).expanduser()
 
 
+def image_roots() -> list[Path]:
+    """Where moved image folders are now: ``$XAI_IMAGE_ROOT``, folders separated by ``os.pathsep``
+    (``xai-dashboard --image-root DIR`` sets it)."""
+    return [Path(p).expanduser() for p in os.environ.get(IMAGE_ROOT_ENV, "").split(os.pathsep) if p]
+
+
 def locate_folder(spec: str, data_dir: str | os.PathLike | None = None, probe: str | None = None) -> Path:
-    """Where the folder of ``imagefolder:PATH`` is now: PATH, else (it moved) ``DATA_DIR/<its name>``
-    or ``DATA_DIR`` itself (``data_dir`` or ``$XAI_DATA_DIR``). A candidate counts when it is a
-    folder and, given a ``probe`` path relative to it (a test file), holds that file."""
+    """Where the folder of ``imagefolder:PATH`` is now: PATH, else (it moved) ``BASE/<its name>`` or
+    ``BASE`` itself for each BASE of :func:`image_roots`, then ``data_dir`` (or ``$XAI_DATA_DIR``).
+    A candidate counts when it is a folder and, given a ``probe`` path relative to it (a test file),
+    holds that file."""
     root, moved = folder_root(spec), data_dir_from(data_dir)
-    candidates = [root] + ([moved / root.name, moved] if moved is not None else [])
+    bases = image_roots() + ([moved] if moved is not None else [])
+    candidates = [root] + [folder for base in bases for folder in (base / root.name, base)]
     for folder in candidates:
         if folder.is_dir() and (probe is None or (folder / probe).is_file()):
             return folder
-    tried = f" (nor {' or '.join(map(str, candidates[1:]))})" if moved is not None else ""
+    tried = f" (nor {' or '.join(map(str, candidates[1:]))})" if bases else ""
     raise DatasetUnavailable(
-        f"folder not found: {root}{tried}. Fix: if the images moved, start with --data-dir DIR (or set "
-        f"{DATA_ENV}) naming the folder or the folder that holds it")
+        f"folder not found: {root}{tried}. Fix: if the images moved, start with --image-root DIR (or set "
+        f"{IMAGE_ROOT_ENV}) naming the folder or the folder that holds it")
 
 
 def folder_test_files(dataset_meta: dict, records: list[dict], data_dir: str | os.PathLike | None = None,

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from trainer import checkpoint, outdir, rundir
 from trainer.augment import augment_batch
+from trainer.augmix import AugMixer
 from trainer.config import TrainConfig
 from trainer.batches import make_splits
 from trainer.data import Dataset, FolderDataset, load_dataset, train_val_split
@@ -124,6 +126,7 @@ class Stepper:
     weights: torch.Tensor | None = None
     distiller: Distiller | None = None
     world: int = 1
+    augmixer: AugMixer | None = None  # --augmix
     # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
     scaler: torch.amp.GradScaler | None = None
 
@@ -132,15 +135,22 @@ class Stepper:
             self.scaler = torch.amp.GradScaler(self.device.type)
 
     def __call__(self, x, y, idx, epoch: int, gen: torch.Generator):
+        # The named ranges cost nothing unless a profiler listens (bench/profile_epoch.py).
         cfg = self.cfg
-        x = augment_batch(x, idx, epoch, cfg.augment, gen, cfg.seed)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.dtype):
-            logits = self.model(x)
+        with record_function("augment"):
+            x = augment_batch(x, idx, epoch, cfg.augment, gen, cfg.seed)
+            if self.augmixer:
+                x = torch.cat([x, self.augmixer.views(x, gen)])
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with record_function("forward"), autocast(self.device, self.dtype):
+            views = self.model(x)  # with --augmix: the clean images', then both AugMix views' logits
+            logits, x = views[:len(y)], x[:len(y)]
             loss_vec = F.cross_entropy(logits.float(), y, weight=self.weights, label_smoothing=cfg.label_smoothing, reduction="none")
             if self.distiller:
                 loss_vec = self.distiller.loss(x, logits, loss_vec)
+            if self.augmixer:
+                loss_vec = self.augmixer.loss(views, loss_vec)
         # DDP averages gradients over ranks; a summed loss must be scaled back up to stay per-example.
         loss = loss_vec.sum() * self.world if cfg.loss_reduction == "sum" else loss_vec.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -149,8 +159,10 @@ class Stepper:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
-            self.optimizer.step()
+            with record_function("backward"):
+                loss.backward()
+            with record_function("optimizer"):
+                self.optimizer.step()
         return loss_vec.detach(), logits.detach()
 
 
@@ -197,7 +209,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
     ddp_model = model
     if dist.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    step = Stepper(ddp_model, optimizer, cfg, device, dtype, weights, distiller, dist.world)
+    augmixer = AugMixer(tuple(mean), tuple(std), cfg.augmix_weight) if cfg.augmix else None
+    step = Stepper(ddp_model, optimizer, cfg, device, dtype, weights, distiller, dist.world, augmixer=augmixer)
     n_epochs = math.ceil(cfg.epochs)
     model.train()
     while state.epoch < n_epochs and state.step < total_steps:
@@ -262,7 +275,8 @@ def run_epoch(step: Stepper, batches, n_batches: int, state: State, schedule: Sc
         loss_vec, logits = step(x, y, idx, epoch, aug_gen)
         state.step += 1
         if ema and state.step % cfg.lookahead_every == 0:
-            ema.update(model, state.step)
+            with record_function("lookahead"):
+                ema.update(model, state.step)
         seen += len(y)
         loss_sum += loss_vec.sum().item()
         correct += (logits.argmax(1) == y).sum().item()

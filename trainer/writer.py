@@ -32,12 +32,15 @@ def write_predictions_for(run_dir: Path, model, images: torch.Tensor, labels: to
                           device: torch.device, tta_dtype=None, tta: bool = False) -> dict:
     """Compute fp32 predictions (and TTA accuracy) for the test split and write predictions.npz."""
     t0 = time.perf_counter()
-    logits, embeds = predict(model, images, meta["mean"], meta["std"], device=device)
+    # fp32 (reproducible by `xai-train predict`); channels-last like the trained model, no layout round trips.
+    logits, embeds = predict(model, images, meta["mean"], meta["std"], device=device, batch_size=1000,
+                             channels_last=True)
     seconds = time.perf_counter() - t0
     result = {"test_accuracy": accuracy(logits, labels), "predict_seconds": seconds,
               "inference_images_per_s": len(images) / seconds}
     if tta:
-        tta_logits = predict_tta(model, images, meta["mean"], meta["std"], device=device, dtype=tta_dtype)
+        tta_logits = predict_tta(model, images, meta["mean"], meta["std"], device=device, dtype=tta_dtype,
+                                 batch_size=1000, channels_last=True, plain=logits)
         result["test_accuracy_tta"] = accuracy(tta_logits, labels)
     rundir.write_predictions(run_dir, index=np.arange(len(labels)), label=labels.numpy(), logits=logits,
                              embedding=embeds, weights_sha256=meta["weights_sha256"])

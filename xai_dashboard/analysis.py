@@ -20,6 +20,7 @@ import numpy as np
 
 SORT_KEYS = {
     "confidence": "Most confident mistakes first",
+    "least": "Least confident first",
     "loss": "Highest loss first",
     "margin": "Smallest margin (top-1 − top-2) first",
     "index": "Test-set order",
@@ -239,6 +240,8 @@ def sort_indices(idx: np.ndarray, labels: np.ndarray, probs: np.ndarray, by: str
     * ``confidence``: mistakes before correct predictions, each by the
       probability of the predicted class, highest first.
     * ``loss``: cross-entropy −log p(true class), highest first.
+    * ``least``: the probability of the predicted class, lowest first (for correct predictions:
+      the ones the model nearly got wrong).
     * ``margin``: top-1 minus top-2 probability, smallest (most ambiguous) first.
     * ``index``: ascending test-set index.
     """
@@ -250,6 +253,8 @@ def sort_indices(idx: np.ndarray, labels: np.ndarray, probs: np.ndarray, by: str
         pred = p.argmax(1)
         correct = pred == labels[idx]
         key = (idx, -p[np.arange(len(idx)), pred], correct)
+    elif by == "least":
+        key = (idx, p.max(1))
     elif by == "loss":
         key = (idx, -loss(p, labels[idx]))
     elif by == "margin":
@@ -257,6 +262,19 @@ def sort_indices(idx: np.ndarray, labels: np.ndarray, probs: np.ndarray, by: str
     else:
         raise ValueError(f"unknown sort key {by!r}; use one of {', '.join(SORT_KEYS)}")
     return idx[np.lexsort(key)]
+
+
+def default_sort(cells) -> str:
+    """The order a selection opens in: correct predictions (diagonal cells only) least confident first,
+    where the model nearly failed; anything with mistakes most confident mistakes first."""
+    return "least" if cells is not None and all(t == p for t, p in cells) else "confidence"
+
+
+def within_confidence(idx: np.ndarray, probs: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The indices of ``idx`` ``(M,)``, in their order, whose top-1 probability (``probs`` ``(N, K)``)
+    lies in ``[low, high]``."""
+    conf = probs[idx].max(1) if len(idx) else np.empty(0)
+    return idx[(conf >= low) & (conf <= high)]
 
 
 def page_of(idx: np.ndarray, page: int, per_page: int = PAGE_SIZE) -> tuple[np.ndarray, int, int]:

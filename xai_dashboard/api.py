@@ -1,4 +1,5 @@
-"""REST API on the Dash server: ``/api/runs``, ``/api/predict``, ``/api/explain``.
+"""REST API on the Dash server: ``/api/runs``, ``/api/predict``, ``/api/explain``, ``/api/label-issues``,
+``/api/robustness``.
 
 Every answer under ``/api/`` is JSON (or a PNG overlay): errors are
 ``{"error": message}`` with 400 (bad input), 404 (unknown run, layer or
@@ -36,7 +37,8 @@ from .images import DETAIL_SIZE, clamp_size, shown
 from .overlay import DEFAULT_COLORMAP, overlay_png
 
 MULTIPART_SLACK = 64 * 1024
-ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST", "openapi.json": "GET"}
+ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST", "label-issues": "GET", "robustness": "GET",
+             "openapi.json": "GET"}
 FORMATS = ("png", "json")
 
 
@@ -160,8 +162,9 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
         return uploads.decode_image(data, run.meta, max_bytes=limit)
 
     def get_run():
+        """The run named by ``run``: a form field (POST) or a query parameter (GET); default the first loaded."""
         try:
-            return store.get(request.form.get("run") or None)
+            return store.get(request.form.get("run") or request.args.get("run") or None)
         except KeyError as e:
             raise ApiError(str(e.args[0]), 404) from None
 
@@ -233,6 +236,30 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
             body["faithfulness"] = api_block(map_faithfulness(run, image, target, settings, heat, maps_cache()))
         return jsonify(body)
 
+    @bp.get("/label-issues")
+    def label_issues_route():
+        """The test images cleanlab flags as probably mislabelled, most suspicious first (:mod:`.label_issues`)."""
+        from .label_issues import API_DEFAULT_LIMIT, API_MAX_LIMIT, LabelIssuesError, issue_records
+
+        run = get_run()
+        limit = _int_field(request.args, "limit", API_DEFAULT_LIMIT)
+        if not 1 <= limit <= API_MAX_LIMIT:
+            raise ApiError(f"field 'limit' must be in [1, {API_MAX_LIMIT}], got {limit}")
+        try:
+            return jsonify(issue_records(run, limit))
+        except LabelIssuesError as e:
+            raise ApiError(str(e)) from None
+
+    @bp.get("/robustness")
+    def robustness():
+        """Accuracy under every corruption x severity of the run's stress test (:mod:`.stress_file`)."""
+        from .stress_file import robustness_json
+
+        body, problem = robustness_json(get_run())
+        if body is None:
+            raise ApiError(problem, 404)
+        return jsonify(body)
+
     @bp.get("/openapi.json")
     def openapi():
         from .openapi import openapi_document
@@ -255,8 +282,8 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
     @bp.errorhandler(ExplainError)
     def known_error(e):
         response, status = error(clip_echoes(str(e), [*request.form.values(), *request.args.values()]), e.status)
-        if status == 503:  # every decode slot busy: a retry in a few seconds will likely get one
-            response.headers["Retry-After"] = "5"
+        if status == 503:  # busy decoder (a slot frees in seconds) or attribution queue (its estimated wait)
+            response.headers["Retry-After"] = str(getattr(e, "retry_after", 5))
         return response, status
 
     @bp.errorhandler(HTTPException)

@@ -14,8 +14,10 @@ from pathlib import Path
 import dash
 import flask
 from dash import dcc, html
+from dash.development.base_component import Component
 
-from . import vendor
+from . import url_state, vendor
+from .corrected import label_switch
 from .images import register_image_route, shown
 from .store import RunStore
 from .views import VIEWS
@@ -65,6 +67,7 @@ def header(store: RunStore) -> html.Header:
             dcc.Dropdown(id="run-select", options=[{"label": n, "value": n} for n in store.names],
                          value=store.default, clearable=False, searchable=False),
         ]),
+        label_switch(),  # original / reviewed labels for every metric (xai_dashboard.corrected)
     ])
 
 
@@ -172,6 +175,28 @@ def refuse_malformed_callbacks(app: dash.Dash) -> None:
     app.server.before_request(check)
 
 
+def components(tree):
+    """Every Dash component in a layout tree (children only: the views put none in other properties)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, Component):
+            yield node
+            stack.append(getattr(node, "children", None))
+
+
+def placeholder_figures(tree) -> None:
+    """An axis-less placeholder in every ``dcc.Graph`` given no figure: until its callback answers, or
+    when its request fails before :func:`.inputs.guarded` can say why, a chart shows no bare axes."""
+    from .figures import placeholder
+
+    for c in components(tree):
+        if isinstance(c, dcc.Graph) and getattr(c, "figure", None) is None:
+            c.figure = placeholder(380)
+
+
 def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -> dash.Dash:
     """Build the Dash app for ``run_dirs`` (default: every run under ``checkpoints/``).
 
@@ -197,7 +222,11 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
         header(store),
         banner(store),
         dcc.Tabs(id="view-tabs", value=tabs[0].value if tabs else None, children=tabs, className="tabs"),
+        url_state.location(),
     ])
+    placeholder_figures(app.layout)
+    url_state.register(app, store, tuple(t.value for t in tabs),
+                       {c.id for c in components(app.layout) if isinstance(getattr(c, "id", None), str)})
 
     api = _optional_module("api")
     if api is not None:

@@ -1,21 +1,24 @@
 """The maths of each registered attribution method (:mod:`.methods`), through Captum.
 
-Each compute function takes ``(model, x, target, settings)``: ``x`` normalised float32
-``(N, C, H, W)``; ``target`` a class index, an ``(N,)`` index tensor or a pair ``(a, b)``
+Each compute function takes ``(model, x, target, settings, signed=False)``: ``x`` normalised
+float32 ``(N, C, H, W)``; ``target`` a class index, an ``(N,)`` index tensor or a pair ``(a, b)``
 meaning "logit[a] - logit[b]" ("why a rather than b", through :class:`LogitDifference`);
 ``settings`` resolved. It returns a non-negative ``(N, H, W)`` tensor at the input's
-resolution, which :func:`.explain.attribute` normalises to [0, 1]:
+resolution, which :func:`.explain.attribute` normalises to [0, 1]; with ``signed=True`` the same
+attributions with their sign kept (+ raises the target's score, − lowers it), un-normalised:
 
 * ``gradcam``               Selvaraju et al. (2017), Eq. 1-2: ReLU(sum_k alpha_k A^k) at the
   layer's own resolution, then bilinearly upsampled (the ReLU comes first: upsampling
-  first lets negative evidence bleed into positive pixels).
+  first lets negative evidence bleed into positive pixels). Signed: without the ReLU.
 * ``guided_gradcam``        guided backprop x bilinearly upsampled Grad-CAM (Captum's
-  GuidedGradCam, which applies the ReLU before upsampling too); |.| summed over channels.
-  Defined for ReLU networks only: :func:`guided_backprop_unsupported` says why not.
-* ``integrated_gradients``  from a mean-colour baseline (0 after normalisation), |.| summed over channels.
-* ``saliency``              |d score / d pixel|, max over channels (Simonyan et al.).
+  GuidedGradCam, which applies the ReLU before upsampling too); |.| summed over channels
+  (signed: summed as they are). Defined for ReLU networks only: :func:`guided_backprop_unsupported`.
+* ``integrated_gradients``  from a mean-colour baseline (0 after normalisation), |.| summed over
+  channels. Signed: summed as they are, so the map adds up to score(x) - score(baseline) (completeness).
+* ``saliency``              |d score / d pixel|, max over channels (Simonyan et al.). Signed: the
+  gradient summed over channels (the score's change when the pixel brightens).
 * ``occlusion``             drop of the score when a ``window`` square is replaced by the mean
-  colour, slid by ``stride``; positive part, averaged over channels.
+  colour, slid by ``stride``, averaged over channels; its positive part (signed: all of it).
 
 Captum hooks the model: the caller holds the run's lock.
 """
@@ -72,9 +75,9 @@ def forward_and_target(model: nn.Module, target) -> tuple[nn.Module, object]:
     return model, target
 
 
-def gradcam_layer_map(model: nn.Module, layer: str, x: torch.Tensor, target, forward: nn.Module | None = None
-                      ) -> torch.Tensor:
-    """Un-normalised Grad-CAM ``(N, H, W)`` >= 0 for ``x`` ``(N, C, H, W)``.
+def gradcam_layer_map(model: nn.Module, layer: str, x: torch.Tensor, target, forward: nn.Module | None = None,
+                      relu: bool = True) -> torch.Tensor:
+    """Un-normalised Grad-CAM ``(N, H, W)`` for ``x`` ``(N, C, H, W)``: >= 0, or signed without ``relu``.
 
     ``forward``: a wrapper around ``model`` (such as :class:`PredictedLogit`), ``target`` then
     indexing its output. ``relu_attributions`` applies Eq. 2's ReLU to the ``(N, 1, h, w)``
@@ -83,49 +86,55 @@ def gradcam_layer_map(model: nn.Module, layer: str, x: torch.Tensor, target, for
     from captum.attr import LayerAttribution, LayerGradCam
 
     forward, tgt = (forward, target) if forward is not None else forward_and_target(model, target)
-    cam = LayerGradCam(forward, model.get_submodule(layer)).attribute(x, target=tgt, relu_attributions=True)
+    cam = LayerGradCam(forward, model.get_submodule(layer)).attribute(x, target=tgt, relu_attributions=relu)
     return LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear")[:, 0]
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target, settings) -> torch.Tensor:
-    return gradcam_layer_map(model, settings.layer, x, target)
+def gradcam(model: nn.Module, x: torch.Tensor, target, settings, signed: bool = False) -> torch.Tensor:
+    return gradcam_layer_map(model, settings.layer, x, target, relu=not signed)
 
 
-def guided_gradcam(model: nn.Module, x: torch.Tensor, target, settings) -> torch.Tensor:
+def _channels(attr: torch.Tensor, signed: bool) -> torch.Tensor:
+    """``(N, C, H, W)`` attributions -> ``(N, H, W)``: summed over channels, as |.| unless ``signed``."""
+    attr = attr.detach()
+    return (attr if signed else attr.abs()).sum(1)
+
+
+def guided_gradcam(model: nn.Module, x: torch.Tensor, target, settings, signed: bool = False) -> torch.Tensor:
     from captum.attr import GuidedGradCam
 
     forward, tgt = forward_and_target(model, target)
-    attr = GuidedGradCam(forward, model.get_submodule(settings.layer)).attribute(
-        x.detach().requires_grad_(True), target=tgt, interpolate_mode="bilinear")  # (N, C, H, W)
-    return attr.detach().abs().sum(1)
+    return _channels(GuidedGradCam(forward, model.get_submodule(settings.layer)).attribute(
+        x.detach().requires_grad_(True), target=tgt, interpolate_mode="bilinear"), signed)
 
 
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target, settings) -> torch.Tensor:
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target, settings, signed: bool = False
+                         ) -> torch.Tensor:
     from captum.attr import IntegratedGradients
 
     forward, tgt = forward_and_target(model, target)
-    attr = IntegratedGradients(forward).attribute(
+    return _channels(IntegratedGradients(forward).attribute(
         x.detach().requires_grad_(True), baselines=torch.zeros_like(x), target=tgt,
-        n_steps=settings.params["ig_steps"], internal_batch_size=settings.params["internal_batch_size"])
-    return attr.detach().abs().sum(1)
+        n_steps=settings.params["ig_steps"], internal_batch_size=settings.params["internal_batch_size"]), signed)
 
 
-def saliency(model: nn.Module, x: torch.Tensor, target, settings) -> torch.Tensor:
+def saliency(model: nn.Module, x: torch.Tensor, target, settings, signed: bool = False) -> torch.Tensor:
     from captum.attr import Saliency
 
     forward, tgt = forward_and_target(model, target)
-    return Saliency(forward).attribute(x.detach().requires_grad_(True), target=tgt, abs=True).detach().amax(1)
+    grad = Saliency(forward).attribute(x.detach().requires_grad_(True), target=tgt, abs=not signed).detach()
+    return grad.sum(1) if signed else grad.amax(1)
 
 
-def occlusion(model: nn.Module, x: torch.Tensor, target, settings) -> torch.Tensor:
+def occlusion(model: nn.Module, x: torch.Tensor, target, settings, signed: bool = False) -> torch.Tensor:
     from captum.attr import Occlusion
 
     forward, tgt = forward_and_target(model, target)
     c, window, stride = x.shape[1], settings.params["window"], settings.params["stride"]
     attr = Occlusion(forward).attribute(
         x.detach(), sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=0.0,
-        target=tgt, perturbations_per_eval=settings.params["internal_batch_size"])
-    return F.relu(attr.detach().mean(1))
+        target=tgt, perturbations_per_eval=settings.params["internal_batch_size"]).detach().mean(1)
+    return attr if signed else F.relu(attr)
 
 
 # ------------------------------------------------------------------ where guided backpropagation is defined

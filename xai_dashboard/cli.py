@@ -1,9 +1,12 @@
 """Commands::
 
-    xai-dashboard [RUN_DIR ...] [--data-dir DIR] [--host 127.0.0.1] [--port 8050]     serve the dashboard
+    xai-dashboard [RUN_DIR|FOLDER_OF_RUNS ...] [--data-dir DIR] [--image-root DIR] [--host 127.0.0.1] [--port 8050]
+                                                                                  serve the dashboard
     xai-dashboard precompute gradcam RUN [RUN ...] [--data-dir DIR] [--batch-size N] write RUN/gradcam.npz
     xai-dashboard precompute sanity RUN [RUN ...] [--data-dir DIR] [--images N]     write RUN/sanity.json
     xai-dashboard precompute scoreboard RUN [RUN ...] [--images N]  write RUN/scoreboard.npz, print its table
+    xai-dashboard precompute embeddings RUN [RUN ...] [--data-dir DIR]  write RUN/embeddings.npz, RUN/embedding_map.npz
+    xai-dashboard precompute stress RUN [RUN ...] [--images N]  write RUN/stress.npz, print its accuracy table
 
 ``precompute gradcam`` also runs sharded under torchrun, one process per GPU (or gloo on the CPU)::
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 
@@ -28,10 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Production: XAI_RUNS=run1:run2 XAI_DATA_DIR=DIR gunicorn -w 4 --preload xai_dashboard.wsgi:server",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
-                   help="run directories to open (default: every run under checkpoints/)")
+                   help="run directories, or folders of runs (every run inside is opened); default: the runs "
+                        "in the shipped checkpoints/ and in ./checkpoints/ and ./runs/, whichever exist")
     p.add_argument("--data-dir", metavar="DIR",
                    help="folder with cifar10_train.npz / cifar10_test.npz (default: $XAI_DATA_DIR, "
                         "else torchvision's download cache)")
+    p.add_argument("--image-root", metavar="DIR", action="append", default=[],
+                   help="where image-folder runs' images are now, if their folder moved: the folder itself or "
+                        "the folder that holds it (repeatable; added to $XAI_IMAGE_ROOT)")
+    p.add_argument("--human-labels", metavar="FILE",
+                   help="annotator label distributions of the test set (.npz with probs N x K and y; default: "
+                        "$XAI_HUMAN_LABELS, else e.g. cifar10h_test_probs.npz in the data folder)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8050, help="port (default: %(default)s)")
     p.add_argument("--debug", action="store_true",
@@ -55,7 +66,7 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
     s.add_argument("--images", type=int, default=200, metavar="N",
                    help="test images, stratified by class (default: %(default)s)")
-    s.add_argument("--batch-size", type=int, default=50, metavar="N", help="images per pass (default: %(default)s)")
+    s.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per pass (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="image choice and random weights (default: %(default)s)")
     b = what.add_parser("scoreboard", help="deletion/insertion AUC of every attribution method against random and "
                                            "edge maps -> RUN/scoreboard.npz; continues an interrupted run")
@@ -66,6 +77,22 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=20, metavar="N",
                    help="images per batch; the file is saved after each (default: %(default)s)")
     b.add_argument("--seed", type=int, default=0, help="image choice (default: %(default)s)")
+    e = what.add_parser("embeddings", help="penultimate features of every training and test image -> "
+                                           "RUN/embeddings.npz; PCA and UMAP maps of the test set -> "
+                                           "RUN/embedding_map.npz")
+    e.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
+    e.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
+    e.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per pass (default: %(default)s)")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    t = what.add_parser("stress", help="predictions on 14 common corruptions x 5 severities (Hendrycks & "
+                                       "Dietterich 2019) -> RUN/stress.npz, print its accuracy table; "
+                                       "continues an interrupted run")
+    t.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
+    t.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's npz files (default: $XAI_DATA_DIR)")
+    t.add_argument("--images", type=int, default=None, metavar="N",
+                   help="test images, stratified by class (default: the whole test set)")
+    t.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per pass (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="image choice and corruption noise (default: %(default)s)")
     return p
 
 
@@ -81,7 +108,6 @@ def precompute(argv: list[str]) -> int:
     runs; each rank computes its shard, and only rank 0 shows progress and writes.
     """
     import importlib
-    import os
 
     from .jobs import KINDS
 
@@ -136,8 +162,17 @@ def _scoreboard_report(run_dir: str) -> str:
     return "\n".join([note, format_table(table_rows(data), {m: METHODS[m].label for m in METHODS})]).strip()
 
 
+def _stress_report(run_dir: str) -> str:
+    from trainer.rundir import load_run
+
+    from .stress_file import accuracy_table, format_table, load_stress
+
+    data, note = load_stress(run_dir, load_run(run_dir).meta)
+    return "\n".join([note, format_table(accuracy_table(data))]).strip()
+
+
 # What a finished job prints on stdout, by its function's name.
-REPORTS = {"precompute_scoreboard": _scoreboard_report}
+REPORTS = {"precompute_scoreboard": _scoreboard_report, "precompute_stress": _stress_report}
 
 
 SUBCOMMANDS = {"precompute": precompute}
@@ -164,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from .app import create_app, warm_up  # after argparse, so --help answers without importing torch
 
+    if args.image_root:  # in the environment, so precompute jobs started from the page find the images too
+        from trainer.sources import IMAGE_ROOT_ENV
+
+        os.environ[IMAGE_ROOT_ENV] = os.pathsep.join(
+            [*args.image_root, *filter(None, [os.environ.get(IMAGE_ROOT_ENV)])])
+    if args.human_labels:  # in the environment, like --image-root, so every worker and job reads the same file
+        from .human_labels import HUMAN_LABELS_ENV
+
+        os.environ[HUMAN_LABELS_ENV] = os.path.abspath(args.human_labels)
     app = create_app(args.run_dirs or None, args.data_dir)
     store = app.server.config["XAI_STORE"]
     # While the browser downloads and parses the page's JavaScript, the server is idle: use it.

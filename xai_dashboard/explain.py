@@ -1,27 +1,29 @@
 """Attributions of a loaded run: the registry's methods (:mod:`.methods`) over a cache.
 
 Every map is returned as float32 ``(N, H, W)`` (or ``(H, W)`` for one image) in
-``[0, 1]`` at the network's input resolution, whatever the method; the maths of each
+``[0, 1]`` at the network's input resolution, whatever the method, or with ``signed=True``
+as computed (sign and magnitude kept, for the page's diverging scale); the maths of each
 method is in :mod:`.attributions`.
 
 A target is a class index or a pair ``(a, b)`` meaning "logit[a] - logit[b]"
 ("why a rather than b").
 
-Captum hooks the shared model, so every attribution takes ``LoadedRun.lock``
-(waiting at most the request budget, then 503); Captum removes its hooks in
-``finally`` blocks and :func:`hook_count` lets the tests prove it. Predictions use
+Every attribution runs on the process's low-priority attribution thread
+(:mod:`.attribution_queue`), under ``LoadedRun.lock`` since Captum hooks the shared model;
+Captum removes its hooks in ``finally`` blocks and :func:`hook_count` lets the tests prove it.
+Predictions stay on the request thread at normal priority and use
 ``LoadedRun.inference_model()``, a copy that is never hooked, so they take no lock and
 never queue behind an attribution. An attribution's cost (the registry's passes times
 this worker's measured cost of one pass) is checked against ``$XAI_EXPLAIN_BUDGET_S``
-before any work starts. What may be requested (:class:`Settings`,
-targets) and the cache keys live in :mod:`.explain_spec`, which needs no torch;
-images may be numpy arrays or tensors.
+before any work starts, and the queue admits it only while the work ahead fits too (else
+503). What may be requested (:class:`Settings`, targets) and the cache keys live in
+:mod:`.explain_spec`, which needs no torch; images may be numpy arrays or tensors.
 """
 from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -29,9 +31,12 @@ from torch import nn
 
 from trainer.preprocess import normalize
 
+from .attribution_queue import attribution_queue
 from .attributions import PredictedLogit, gradcam_layer_map
 from .explain_spec import ExplainError, Settings, Target, cache_key, image_digest, predict_key
 from .methods import METHODS
+
+T = TypeVar("T")
 
 
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -56,8 +61,9 @@ def unavailable_reason(model: nn.Module, x: torch.Tensor, method: str) -> str | 
     return requirement(model, x) if requirement else None
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target, settings: Settings) -> np.ndarray:
-    """Attribution maps float32 ``(N, H, W)`` in [0, 1]; ``settings`` must be :meth:`~Settings.resolved`.
+def attribute(model: nn.Module, x: torch.Tensor, target, settings: Settings, signed: bool = False) -> np.ndarray:
+    """Attribution maps float32 ``(N, H, W)`` in [0, 1], or ``signed`` as computed (see
+    :mod:`.methods`); ``settings`` must be :meth:`~Settings.resolved`.
 
     The caller holds the model's lock: Captum hooks modules of ``model``. A method the
     model does not support raises :class:`ExplainError` (400) saying why.
@@ -65,8 +71,8 @@ def attribute(model: nn.Module, x: torch.Tensor, target, settings: Settings) -> 
     reason = unavailable_reason(model, x, settings.method)
     if reason:
         raise ExplainError(f"{METHODS[settings.method].label} is not available for this run: {reason}")
-    maps = METHODS[settings.method].function()(model, x, target, settings)
-    return normalise_maps(maps.float()).numpy()
+    maps = METHODS[settings.method].function()(model, x, target, settings, signed=signed).float()
+    return (maps if signed else normalise_maps(maps)).numpy()
 
 
 def hook_count(model: nn.Module) -> int:
@@ -142,8 +148,9 @@ def pass_seconds(run) -> float:
     return run.pass_seconds
 
 
-def check_budget(run, settings: Settings) -> None:
-    """Refuse (400) a resolved ``settings`` whose estimated cost exceeds the budget, before any work."""
+def check_budget(run, settings: Settings) -> float:
+    """Refuse (400) a resolved ``settings`` whose estimated cost exceeds the budget, before any work;
+    else return that estimate in seconds (the attribution queue's admission uses it)."""
     method = METHODS[settings.method]
     passes = method.passes(settings.params, run.meta)
     budget = budget_seconds()
@@ -151,17 +158,25 @@ def check_budget(run, settings: Settings) -> None:
     if estimate > budget:
         raise ExplainError(f"{method.label} with these settings needs about {passes} passes (~{estimate:.0f} s "
                            f"here), over this server's {budget:.0f} s limit per request; choose cheaper settings")
+    return estimate
 
 
-@contextmanager
-def attribution_lock(run):
-    """``run.lock``, or ExplainError 503 when other explanations hold it longer than the budget."""
-    if not run.lock.acquire(timeout=budget_seconds()):
-        raise ExplainError("the model is busy with other explanations; try again in a moment", 503)
-    try:
-        yield
-    finally:
-        run.lock.release()
+def on_attribution_thread(run, compute: Callable[[nn.Module], T], estimate: float,
+                          keep: Callable[[T], None] | None = None) -> T:
+    """``compute(shared model)`` under ``run.lock`` on this process's low-priority attribution thread
+    (:mod:`.attribution_queue`: why, and the 503 when it cannot be served within the budget).
+
+    ``keep(result)`` (caching) runs there too, after the lock, so a render that outlives its
+    request's wait is still cached for the retry.
+    """
+    def task() -> T:
+        with run.lock:  # Captum hooks the shared model; the page's feature-map probes use it too
+            result = compute(shared_model(run))
+        if keep is not None:
+            keep(result)
+        return result
+
+    return attribution_queue().run(task, estimate, budget_seconds())
 
 
 def warm(run) -> None:
@@ -203,26 +218,31 @@ def _probabilities(logits: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(torch.softmax(logits.float(), 1)[0].numpy(), dtype=np.float32)
 
 
-def explain_image(run, image, target: Target, settings: Settings, cache=None) -> np.ndarray:
-    """One map float32 ``(H, W)`` in [0, 1] for uint8 ``image`` ``(C, H, W)`` of LoadedRun ``run``.
+def explain_image(run, image, target: Target, settings: Settings, cache=None, signed: bool = False) -> np.ndarray:
+    """One map float32 ``(H, W)`` in [0, 1] (or ``signed``, see :func:`attribute`) for uint8 ``image``
+    ``(C, H, W)`` of LoadedRun ``run``.
 
-    Checks ``cache`` (a diskcache.Cache or None) first; computing takes ``run.lock``.
+    Checks ``cache`` (a diskcache.Cache or None) first; computing happens on the attribution thread
+    (:func:`on_attribution_thread`).
     """
     settings = settings.resolved(run.meta)
     h, w = image.shape[-2:]
-    key = cache_key(run.meta, settings, target, image_digest(image))
+    key = cache_key(run.meta, settings, target, image_digest(image), signed)
     if cache is not None:
         blob = cache.get(key)
         if blob is not None and len(blob) == 4 * h * w:
             return np.frombuffer(blob, dtype=np.float32).reshape(h, w).copy()
-    check_budget(run, settings)
+    estimate = check_budget(run, settings)
     x = to_input(image, run.meta)
-    with attribution_lock(run):
-        heat = attribute(shared_model(run), x, target, settings)[0]
-    heat = np.ascontiguousarray(heat, dtype=np.float32)
-    if cache is not None:
-        cache.set(key, heat.tobytes())  # raw bytes, so nothing from disk is ever unpickled
-    return heat
+
+    def compute(model: nn.Module) -> np.ndarray:
+        return np.ascontiguousarray(attribute(model, x, target, settings, signed)[0], dtype=np.float32)
+
+    def keep(heat: np.ndarray) -> None:
+        if cache is not None:
+            cache.set(key, heat.tobytes())  # raw bytes, so nothing from disk is ever unpickled
+
+    return on_attribution_thread(run, compute, estimate, keep)
 
 
 def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.ndarray, np.ndarray]:
@@ -238,16 +258,18 @@ def explain_predicted(run, image, settings: Settings, cache=None) -> tuple[np.nd
     if settings.method != "gradcam" or (cache is not None and pred_key in cache):
         probs = predict(run, image, cache)
         return probs, explain_image(run, image, int(probs.argmax()), settings, cache)
-    check_budget(run, settings)
+    estimate = check_budget(run, settings)
     x = to_input(image, run.meta)
-    with attribution_lock(run):
-        model = shared_model(run)
+
+    def compute(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         wrapper = PredictedLogit(model)
         heat = gradcam_maps(model, settings.layer, x, 0, forward=wrapper)[0].numpy()
-        logits = wrapper.logits
-    probs = _probabilities(logits)
-    heat = np.ascontiguousarray(heat, dtype=np.float32)
-    if cache is not None:
-        cache.set(pred_key, probs.tobytes())
-        cache.set(cache_key(run.meta, settings, int(probs.argmax()), digest), heat.tobytes())
-    return probs, heat
+        return _probabilities(wrapper.logits), np.ascontiguousarray(heat, dtype=np.float32)
+
+    def keep(result: tuple[np.ndarray, np.ndarray]) -> None:
+        if cache is not None:
+            probs, heat = result
+            cache.set(pred_key, probs.tobytes())
+            cache.set(cache_key(run.meta, settings, int(probs.argmax()), digest), heat.tobytes())
+
+    return on_attribution_thread(run, compute, estimate, keep)

@@ -149,8 +149,10 @@ def predict_key(meta: dict, image_sha256: str) -> str:
     return json.dumps([CACHE_VERSION, model_fingerprint(meta), "predict", image_sha256])
 
 
-def cache_key(meta: dict, settings: Settings, target: Target, image_sha256: str) -> str:
-    """(model fingerprint, method, params, layer, target, image) of a resolved ``settings``: a new
-    checkpoint or other preprocessing can never hit old maps."""
+def cache_key(meta: dict, settings: Settings, target: Target, image_sha256: str, signed: bool = False) -> str:
+    """(model fingerprint, method, params, layer, target, image) of a resolved ``settings``, and for a
+    ``signed`` map (:func:`.explain.attribute`) that word: a new checkpoint or other preprocessing
+    can never hit old maps."""
     tgt = list(target) if isinstance(target, tuple) else int(target)
-    return json.dumps([CACHE_VERSION, model_fingerprint(meta), settings.key(), tgt, image_sha256])
+    return json.dumps([CACHE_VERSION, model_fingerprint(meta), settings.key(), tgt, image_sha256]
+                      + (["signed"] if signed else []))

@@ -1,5 +1,5 @@
 """CSV exports of what the views show: a gallery selection, a comparison set, a threshold's
-misses and false alarms, the per-class table. Pure pandas: a run and a selection in, a
+misses and false alarms, the per-class and threshold tables. Pure pandas: a run and a selection in, a
 ``DataFrame`` out; :func:`download` hands it to ``dcc.Download``.
 
 Every image row has the same leading columns, ``index`` (test-set position), ``file`` (the
@@ -54,10 +54,13 @@ def image_frame(run, idx: np.ndarray) -> pd.DataFrame:
     }, columns=COLUMNS)
 
 
-def gallery_frame(run, cells: tuple[tuple[int, int], ...] | None, sort_by: str) -> pd.DataFrame:
-    """A confusion-matrix selection (``cells``; None = every mistake) in the gallery's order,
-    with each image's loss and margin (the other sort keys)."""
-    idx = analysis.sorted_selection(analysis.predictions_of(run), cells, sort_by)
+def gallery_frame(run, cells: tuple[tuple[int, int], ...] | None, sort_by: str,
+                  confidence: tuple[float, float] = (0.0, 1.0)) -> pd.DataFrame:
+    """A confusion-matrix selection (``cells``; None = every mistake) in the gallery's order, only
+    the images whose top-1 probability is in ``confidence`` (the gallery's filter), with each
+    image's loss and margin (the other sort keys)."""
+    idx = analysis.within_confidence(analysis.sorted_selection(analysis.predictions_of(run), cells, sort_by),
+                                     run.probs, *confidence)
     frame = image_frame(run, idx)
     probs = run.probs[idx]
     frame["loss"] = analysis.loss(probs, run.labels[idx])
@@ -96,8 +99,9 @@ def threshold_frame(run, positive: int, threshold: float, kind: str) -> pd.DataF
     return frame
 
 
-def per_class_frame(rows: list[dict]) -> pd.DataFrame:
-    """The overview's per-class table (one dict per class, as the grid shows it)."""
+def table_frame(rows: list[dict]) -> pd.DataFrame:
+    """A table of the page as it shows it, one dict per row: the overview's per-class table, the
+    comparison's table at each run's chosen threshold."""
     return pd.DataFrame(rows)
 
 

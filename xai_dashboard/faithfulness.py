@@ -79,26 +79,47 @@ def class_probabilities(model: nn.Module, batches: Iterable[torch.Tensor], *, bf
     return torch.cat(out)
 
 
-def perturbation_curves(model: nn.Module, start: torch.Tensor, end: torch.Tensor, ranks: torch.Tensor,
+def curve_probabilities(model: nn.Module, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], ranks: torch.Tensor,
                         target: int, steps: int, *, bf16: bool = False) -> torch.Tensor:
-    """Target probability float32 ``(M, steps + 1)`` as pixels switch from ``start`` to ``end``.
+    """Target probability float32 ``(P, M, steps + 1)`` as pixels switch from ``start`` to ``end``, for
+    each of the ``P`` ``(start, end)`` pairs (each ``(C, H, W)``) and each of the ``M`` orders in ``ranks``
+    ``(M, H*W)`` (from :func:`removal_ranks`).
 
-    ``start``, ``end``: ``(C, H, W)``; ``ranks``: ``(M, H*W)`` from :func:`removal_ranks`. At step
-    ``k`` of curve ``m`` the pixels ranked below ``floor(k * H * W / steps)`` show ``end``. The
-    ``M * (steps + 1)`` images are built chunk by chunk, never all at once.
+    At step ``k`` of a curve the pixels ranked below ``floor(k * H * W / steps)`` show ``end``. Step 0
+    is ``start`` and step ``steps`` is ``end`` whatever the order, so those two images are forwarded once
+    per pair and shared by its ``M`` curves: ``P * (2 + M * (steps - 1))`` images, built chunk by chunk
+    and forwarded in one stream of batches, never all at once.
     """
     m, n = ranks.shape
-    h, w = start.shape[-2:]
+    h, w = pairs[0][0].shape[-2:]
     counts = torch.arange(steps + 1) * n // steps
-    total, chunk = m * (steps + 1), max(1, BATCH_PIXELS // n)
+    p = len(pairs)
+    inner = m * (steps - 1)
+    # what each forwarded image is: (pair, order, step); first both ends of every pair, then the inner points
+    pair = torch.cat([torch.arange(p).repeat_interleave(2), torch.arange(p).repeat_interleave(inner)])
+    order = torch.cat([torch.zeros(2 * p, dtype=torch.long), torch.arange(m).repeat_interleave(steps - 1).repeat(p)])
+    step = torch.cat([torch.tensor([0, steps]).repeat(p), torch.arange(1, steps).repeat(p * m)])
+    starts, ends = torch.stack([s for s, _ in pairs]), torch.stack([e for _, e in pairs])
+    chunk = max(1, BATCH_PIXELS // n)
 
     def batches():
-        for lo in range(0, total, chunk):
-            idx = torch.arange(lo, min(lo + chunk, total))
-            shown = ranks[idx // (steps + 1)] < counts[idx % (steps + 1)].unsqueeze(1)
-            yield torch.where(shown.view(-1, 1, h, w), end, start)
+        for lo in range(0, len(pair), chunk):
+            at = slice(lo, lo + chunk)
+            shown = ranks[order[at]] < counts[step[at]].unsqueeze(1)
+            yield torch.where(shown.view(-1, 1, h, w), ends[pair[at]], starts[pair[at]])
 
-    return class_probabilities(model, batches(), bf16=bf16)[:, target].reshape(m, steps + 1)
+    probs = class_probabilities(model, batches(), bf16=bf16)[:, target]
+    out = torch.empty(p, m, steps + 1)
+    out[:, :, 0], out[:, :, steps] = probs[0:2 * p:2, None], probs[1:2 * p:2, None]
+    out[:, :, 1:steps] = probs[2 * p:].view(p, m, steps - 1)
+    return out
+
+
+def perturbation_curves(model: nn.Module, start: torch.Tensor, end: torch.Tensor, ranks: torch.Tensor,
+                        target: int, steps: int, *, bf16: bool = False) -> torch.Tensor:
+    """Target probability float32 ``(M, steps + 1)`` as pixels switch from ``start`` to ``end``
+    (``(C, H, W)``) in the ``M`` orders of ``ranks`` ``(M, H*W)``: :func:`curve_probabilities` of one pair."""
+    return curve_probabilities(model, [(start, end)], ranks, target, steps, bf16=bf16)[0]
 
 
 def blurred(x: torch.Tensor) -> torch.Tensor:
@@ -113,8 +134,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, target: int, ranks: to
     """Deletion and insertion curves, each float ``(M, steps + 1)``, for ``x`` ``(C, H, W)`` and
     ``ranks`` ``(M, H*W)``; deleted pixels take ``mean_colour`` (scalar or ``C`` values, input units)."""
     fill = torch.as_tensor(mean_colour, dtype=x.dtype).reshape(-1, 1, 1).expand_as(x)
-    deletion = perturbation_curves(model, x, fill, ranks, target, steps, bf16=bf16)
-    insertion = perturbation_curves(model, blurred(x), x, ranks, target, steps, bf16=bf16)
+    deletion, insertion = curve_probabilities(model, [(x, fill), (blurred(x), x)], ranks, target, steps, bf16=bf16)
     return deletion.numpy(), insertion.numpy()
 
 

@@ -1,6 +1,8 @@
 """Plotly figure builders: plain data in, ``go.Figure`` out (no Dash, no run objects)."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -8,6 +10,11 @@ from plotly.subplots import make_subplots
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3",
            "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 _MARGIN = dict(l=60, r=20, t=50, b=50)
+# Every chart's plotly config (dcc.Graph(config=...)): the mode bar when the pointer is over the chart,
+# its camera button saving a PNG at 3x the size on screen (a 600 px chart becomes 1800 px: sharp in a
+# report or on a slide). No "Share chart" button: plotly.js 4 would offer to upload the data to its cloud.
+GRAPH_CONFIG = {"displayModeBar": "hover", "displaylogo": False, "showSendToCloud": False,
+                "toImageButtonOptions": {"format": "png", "scale": 3, "filename": "xai-dashboard-chart"}}
 # Off-diagonal cells use the lower half of the scale (white -> red), the diagonal the upper
 # half (pale -> deep green): mistakes stay readable instead of being washed out by the
 # diagonal, which usually holds most of the test set.
@@ -33,6 +40,29 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _base(fig, "", height)
+
+
+def colorbar_figure(lo: float, hi: float, colorscale: str, title: str, signed: bool = False,
+                    length: int = 256, horizontal: bool = False) -> go.Figure:
+    """The colour bar of a map drawn as a PNG beside it: ``colorscale`` from ``lo`` to ``hi``,
+    ``length`` px long; ``signed``: a diverging scale centred on zero (``zmid=0``, ``lo = -hi``).
+
+    The bar belongs to a heatmap of the two ends kept outside the visible axis range, so only
+    the bar shows.
+    """
+    text = "<br>".join(textwrap.wrap(title, 30)) if horizontal else title  # a short bar: the title on lines
+    bar = dict(title=dict(text=text, side="top" if horizontal else "right", font=dict(size=11)), thickness=12,
+               len=1, outlinewidth=0, tickfont=dict(size=10), tickformat=".2~g", nticks=5,
+               **(dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom") if horizontal
+                  else dict(x=0, xanchor="left", y=0.5)))
+    fig = go.Figure(go.Heatmap(z=[[lo, hi]], zmin=lo, zmax=hi, zmid=0 if signed else None, colorscale=colorscale,
+                               colorbar=bar, hoverinfo="skip"))
+    fig.update_xaxes(visible=False, range=[10, 11])
+    fig.update_yaxes(visible=False, range=[10, 11])
+    size = dict(height=76, width=length) if horizontal else dict(height=length, width=96)
+    fig.update_layout(**size, margin=dict(l=0, r=0, t=0, b=0), plot_bgcolor="rgba(0,0,0,0)",
+                      paper_bgcolor="rgba(0,0,0,0)", font=dict(family="Inter, system-ui, sans-serif"))
+    return fig
 
 
 TEXT_MAX_CLASSES = 20  # above this, numbers in cells would overlap: counts go to the hover only
@@ -247,3 +277,41 @@ def confusion_diff_figure(diff: np.ndarray, class_names: list[str], name_a: str,
     fig.update_xaxes(title="Predicted class", type="category", tickangle=-30)
     fig.update_yaxes(title="True class", type="category", autorange="reversed")
     return _base(fig, "Confusion difference B − A (blue: B better)", height=matrix_height(k) if k > 2 else 380)
+
+
+def human_model_matrices_figure(human: np.ndarray, model: np.ndarray, class_names: list[str]) -> go.Figure:
+    """Two row-normalised ``(K, K)`` confusion matrices (people's, the model's) side by side on one colour
+    scale. Colour shows the off-diagonal shares (the diagonal, agreement, would swamp them); every cell is
+    written as a percentage."""
+    off = ~np.eye(len(human), dtype=bool)
+    top = max(float(human[off].max(initial=0)), float(model[off].max(initial=0)), 1e-12)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("People: share of annotations", "Model: share of predictions"))
+    labelled = len(class_names) <= TEXT_MAX_CLASSES
+    for col, m in ((1, human), (2, model)):
+        fig.add_trace(go.Heatmap(
+            z=np.where(off, m, np.nan), x=class_names, y=class_names, coloraxis="coloraxis",
+            text=np.char.mod("%.1f%%", m * 100), texttemplate="%{text}" if labelled else None,
+            hovertemplate="given <b>%{y}</b> → <b>%{x}</b>: %{text}<extra></extra>"), row=1, col=col)
+    fig.update_layout(coloraxis={"colorscale": "Reds", "cmin": 0, "cmax": top,
+                                 "colorbar": {"title": "off-diagonal", "tickformat": ".0%"}})
+    fig.update_yaxes(title="Given label", type="category", autorange="reversed")
+    fig.update_xaxes(type="category", tickangle=-30)
+    return _base(fig, "Confusion, row-normalised: people vs model", height=matrix_height(len(class_names)))
+
+
+def entropy_scatter_figure(human_entropy: np.ndarray, model_entropy: np.ndarray, correct: np.ndarray) -> go.Figure:
+    """People's label entropy against the model's, ``(N,)`` each in bits: one WebGL point per image, two
+    traces (model right / wrong), ``customdata`` = test-set index (clicks report it)."""
+    fig = go.Figure()
+    for name, mask, colour in (("model right", correct, PALETTE[0]), ("model wrong", ~correct, "#c0392b")):
+        idx = np.flatnonzero(mask)
+        fig.add_trace(go.Scattergl(
+            # customdata as a plain list: dcc.Graph reads a clicked point's customdata from the figure's data,
+            # where a base64-encoded array would not be indexable
+            x=human_entropy[idx].round(4), y=model_entropy[idx].round(4), customdata=idx.tolist(), mode="markers",
+            name=name, marker={"size": 4, "color": colour, "opacity": 0.5},
+            hovertemplate="#%{customdata}<br>people %{x:.2f} bits, model %{y:.2f} bits<extra></extra>"))
+    fig.update_xaxes(title="Entropy of people's labels (bits)")
+    fig.update_yaxes(title="Entropy of the model's probabilities (bits)")
+    return _base(fig, "Per image: people's uncertainty vs the model's (click a point)", 420)

@@ -218,28 +218,41 @@ def etag(images: ImageSet, index: int, size: int) -> str:
     return f"{images.key}-{index}-{size}"
 
 
-def image_url(prefix: str, run: str, index: int, size: int, version: str) -> str:
-    """URL of one test image; ``version`` (the dataset fingerprint) makes it safe to cache forever."""
-    return f"{prefix.rstrip('/')}/img/{quote(run, safe='')}/{int(index)}.png?size={int(size)}&v={version}"
+def image_url(prefix: str, run: str, index: int, size: int, version: str, split: str = "test") -> str:
+    """URL of one test image (``split="train"``: training image); ``version`` (the fingerprint of the
+    images) makes it safe to cache forever."""
+    where = "" if split == "test" else "train/"
+    return f"{prefix.rstrip('/')}/img/{quote(run, safe='')}/{where}{int(index)}.png?size={int(size)}&v={version}"
+
+
+def _training_set(run, data_dir) -> ImageSet:
+    from .embedding_space import training_images  # loaded with the first training image asked for
+
+    return training_images(run, data_dir)
 
 
 def register_image_route(server, store, prefix: str = "/") -> None:
-    """``GET {prefix}img/<run>/<index>.png?size=N`` on a Flask ``server``, reading ``store``.
+    """``GET {prefix}img/<run>/<index>.png?size=N`` on a Flask ``server``, reading ``store``, and
+    ``{prefix}img/<run>/train/<index>.png`` for the training images the run's embeddings index
+    (:func:`.embedding_space.training_images`).
 
-    404 for an unknown run, an index outside the test set or any other ``/img/...`` URL (which
-    would otherwise fall through to Dash's catch-all page route); 304 when the browser's
-    ``If-None-Match`` already names the image.
+    404 for an unknown run, an index outside the split, training images that are not available or
+    any other ``/img/...`` URL (which would otherwise fall through to Dash's catch-all page route);
+    304 when the browser's ``If-None-Match`` already names the image.
     """
     from flask import abort, request
 
-    def serve(run: str, index: int):
+    def serve(run: str, index: int, split: str = "test"):
         try:
             loaded = store.get(run)
         except KeyError:
             abort(404, description=f"unknown run {shown(run)!r}")
-        images = image_set_of(loaded)
+        try:
+            images = image_set_of(loaded) if split == "test" else _training_set(loaded, store.data_dir)
+        except DatasetUnavailable as e:  # no current embeddings.npz, or not the training images it indexes
+            abort(404, description=str(e))
         if not 0 <= index < len(images):
-            abort(404, description=f"index {index} outside the test set (0..{len(images) - 1})")
+            abort(404, description=f"index {index} outside the {split} set (0..{len(images) - 1})")
         size = clamp_size(request.args.get("size"))
         tag = etag(images, index, size)
         if request.if_none_match.contains(tag):
@@ -264,5 +277,6 @@ def register_image_route(server, store, prefix: str = "/") -> None:
 
     root = f"{prefix.rstrip('/')}/img"
     server.add_url_rule(f"{root}/<run>/<int:index>.png", "xai_test_image", serve)
+    server.add_url_rule(f"{root}/<run>/train/<int:index>.png", "xai_train_image", serve, defaults={"split": "train"})
     server.add_url_rule(f"{root}/<path:rest>", "xai_not_an_image", not_an_image)
     server.add_url_rule(f"{root}/", "xai_not_an_image", not_an_image, defaults={"rest": ""})

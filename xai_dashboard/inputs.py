@@ -83,7 +83,13 @@ def guarded(*renderers: Callable[[str], Any]):
         @functools.wraps(fn)
         def guarded_callback(*args):
             try:
-                return fn(*args)
+                result = fn(*args)
+                # checked here, not by Dash after the guard has returned: its failure would be a bare 500
+                # leaving every output as it was
+                if len(renderers) > 1 and not (isinstance(result, (tuple, list)) and len(result) == len(renderers)):
+                    got = len(result) if isinstance(result, (tuple, list)) else f"one {type(result).__name__}"
+                    raise TypeError(f"{fn.__name__} returned {got} values for {len(renderers)} outputs")
+                return result
             except PreventUpdate:
                 raise
             except BadInput as e:
@@ -196,6 +202,26 @@ def target(value: Any, k: int) -> str:
 def sort_key(value: Any) -> str:
     """A key of :data:`analysis.SORT_KEYS`; missing means the default order."""
     return "confidence" if value is None else one_of(value, analysis.SORT_KEYS, "sort order")
+
+
+def confidence_range(value: Any) -> tuple[float, float]:
+    """A range slider's ``[low, high]`` of the top-1 probability, ``0 <= low <= high <= 1``; missing
+    means every image."""
+    if value is None:
+        return 0.0, 1.0
+    if not isinstance(value, list) or len(value) != 2:
+        raise BadInput(f"the confidence range must be [low, high], not {_show(value)}")
+    low, high = (probability(v, "a confidence bound") for v in value)
+    if low > high:
+        raise BadInput(f"the confidence range {low:g}-{high:g} is empty: the low end is above the high end")
+    return low, high
+
+
+def label_set(value: Any) -> str:
+    """The header's label-set switch (:data:`.corrected.LABEL_SETS`); missing means the original labels."""
+    from .corrected import LABEL_SETS
+
+    return "original" if value is None else one_of(value, LABEL_SETS, "label set")
 
 
 # ---------------------------------------------------------------- runs and selections
@@ -317,3 +343,19 @@ def chosen_thresholds(value: Any) -> dict[str, dict]:
         t = entry.get("threshold")
         out[name] = {"positive": positive, "threshold": None if t is None else probability(t, "a chosen threshold")}
     return out
+
+
+def map_selection(value: Any, run) -> list[int] | None:
+    """The embedding map's ``{"run", "indices"}`` store (the points a box or lasso selected): distinct test
+    indices of ``run`` in ascending order; None when nothing is selected or the selection is another run's."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("run"), str) \
+            or not isinstance(value.get("indices"), list):
+        raise BadInput(f"the map selection must be {{run, indices}}, not {_show(value)}")
+    if value["run"] != run.name:
+        return None
+    n = len(run.labels)
+    if len(value["indices"]) > n:  # more points than the map has: not from this page (bounded before parsing)
+        raise BadInput(f"the map selection lists {len(value['indices']):,} points; the map has {n:,}")
+    return sorted({index(i, n) for i in value["indices"]})

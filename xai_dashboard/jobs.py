@@ -31,7 +31,9 @@ from pathlib import Path
 
 KINDS: dict[str, str] = {"gradcam": "xai_dashboard.precompute:precompute_gradcam",
                          "sanity": "xai_dashboard.sanity:precompute_sanity",
-                         "scoreboard": "xai_dashboard.scoreboard:precompute_scoreboard"}
+                         "scoreboard": "xai_dashboard.scoreboard:precompute_scoreboard",
+                         "embeddings": "xai_dashboard.embeddings:precompute_embeddings",
+                         "stress": "xai_dashboard.stress:precompute_stress"}
 MAX_JOBS = int(os.environ.get("XAI_MAX_JOBS", "1"))
 
 

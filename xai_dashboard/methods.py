@@ -1,7 +1,7 @@
 """The one registry of attribution methods. Torch-free: the first page is built from it.
 
 Adding a method is one :func:`register` call: its name, label, whether it needs a
-layer, whether its raw attributions are signed, its integer parameters with their
+layer, whether its map is signed, its integer parameters with their
 limits, optional cross-parameter limits (``check``), an optional applicability
 test on the model (``requires``) and the function that computes it, named as
 ``"module:function"`` and imported on first use (so torch stays unloaded here).
@@ -11,10 +11,12 @@ Everything else derives from this table: :meth:`.explain_spec.Settings.resolved`
 options and parameter inputs (:mod:`.views.explain`), the API's form fields
 (:func:`.api.settings_from_form`) and the parametrised tests.
 
-A compute function has the signature ``fn(model, x, target, settings) -> maps``:
+A compute function has the signature ``fn(model, x, target, settings, signed=False) -> maps``:
 ``x`` normalised float32 ``(N, C, H, W)``, ``target`` whatever Captum accepts
-(see :mod:`.attributions`), ``maps`` a non-negative tensor ``(N, H, W)``, which
-:func:`.explain.attribute` divides by its per-image maximum.
+(see :mod:`.attributions`), ``maps`` a tensor ``(N, H, W)``: non-negative (``shown_as``), which
+:func:`.explain.attribute` divides by its per-image maximum for rankings (faithfulness, sanity
+checks, the API), or with ``signed=True`` the map with its sign and magnitude kept, which the
+page draws on a diverging scale centred on zero (:func:`draws_signed` says when).
 A ``requires`` function ``fn(model, x) -> str | None`` returns why the method is not
 defined for ``model`` (None when it is); the page disables the option with that
 reason and the API answers 400 with it.
@@ -60,8 +62,8 @@ class Method:
     label: str
     compute: str                       # "module:function", see the module docstring
     needs_layer: bool = False
-    signed: bool = False               # raw attributions have both signs: the map shows ``shown_as``
-    shown_as: str = ""
+    signed: bool = False               # its attributions have both signs: the page draws the signed map
+    shown_as: str = ""                 # how the non-negative map (rankings, API) is formed from them
     params: tuple[Param, ...] = ()
     check: Callable[[Mapping[str, int], dict], str | None] | None = None  # (params, meta) -> error
     requires: str | None = None        # "module:function", see the module docstring
@@ -82,6 +84,12 @@ def _load(path: str) -> Callable:
 
 
 METHODS: dict[str, Method] = {}
+
+
+def draws_signed(method: str, target) -> bool:
+    """Whether the page draws ``method``'s map for ``target`` with its sign: a signed method always, and
+    any method for a pair ``(a, b)`` ("why a rather than b": + speaks for a, − for b)."""
+    return METHODS[method].signed or isinstance(target, tuple)
 
 
 def register(method: Method) -> Method:

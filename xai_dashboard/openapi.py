@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .label_issues import API_DEFAULT_LIMIT, API_MAX_LIMIT
 from .methods import METHODS, all_params
 
 _ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
@@ -30,6 +31,23 @@ _RUN = {
         "input_size": {"type": "integer", "minimum": 1}, "in_channels": {"type": "integer", "minimum": 1},
         "methods": {"type": "array", "items": {"type": "string"}},
     },
+}
+_LABEL_ISSUE = {
+    "type": "object", "required": ["index", "given", "suggested", "score"], "additionalProperties": False,
+    "properties": {"index": {"type": "integer", "minimum": 0, "description": "test-set position"},
+                   "given": {"type": "string", "description": "the given label (class name)"},
+                   "suggested": {"type": "string", "description": "the most probable other class"},
+                   "score": {"type": "number", "minimum": 0, "maximum": 1,
+                             "description": "cleanlab label quality: low = suspicious"}},
+}
+_ROBUSTNESS = {
+    "type": "object", "required": ["run", "clean", "corruptions", "images", "complete"],
+    "properties": {"run": {"type": "string"}, "clean": {"type": "number", "minimum": 0, "maximum": 1},
+                   "corruptions": {"type": "object", "description": "accuracy at severity 1 .. 5, by snake-case "
+                                   "name (gaussian_noise, jpeg_compression, ...)", "additionalProperties": {
+                                       "type": "array", "minItems": 5, "maxItems": 5,
+                                       "items": {"type": "number", "minimum": 0, "maximum": 1}}},
+                   "images": {"type": "integer", "minimum": 1}, "complete": {"type": "boolean"}},
 }
 _FILE = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP image"}
 _UNIT = {"type": "number", "minimum": 0, "maximum": 1}
@@ -107,6 +125,21 @@ def openapi_document(formats: Sequence[str]) -> dict:
                     "properties": {"default": {"type": "string"}, "runs": {"type": "array", "items": _RUN},
                                    "skipped": {"type": "object", "additionalProperties": {"type": "string"}}},
                 }}}}}}},
+            "/api/label-issues": {"get": {
+                "operationId": "labelIssues", "summary": "test images whose label is probably wrong (cleanlab)",
+                "parameters": [{"name": "run", "in": "query", "schema": run},
+                               {"name": "limit", "in": "query", "schema": {
+                                   "type": "integer", "minimum": 1, "maximum": API_MAX_LIMIT,
+                                   "default": API_DEFAULT_LIMIT}}],
+                "responses": {"200": {"description": "flagged images, most suspicious first", "content": {
+                    "application/json": {"schema": {"type": "array", "items": _LABEL_ISSUE}}}},
+                    **_errors(400, 404)}}},
+            "/api/robustness": {"get": {
+                "operationId": "robustness", "summary": "accuracy under common corruptions (the run's stress test)",
+                "parameters": [{"name": "run", "in": "query", "schema": run}],
+                "responses": {"200": {"description": "clean accuracy and accuracy per corruption and severity",
+                                      "content": {"application/json": {"schema": _ROBUSTNESS}}},
+                              **_errors(404)}}},
             "/api/predict": {"post": {
                 "operationId": "predict", "summary": "class probabilities of one image",
                 "requestBody": _multipart({"file": _FILE, "run": run}),

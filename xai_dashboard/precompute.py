@@ -98,11 +98,13 @@ def precompute_gradcam(run_dir: Path, data_dir=None, batch_size: int = 256, *,
                                               "label": labels})
 
 
-def test_image_map(run, index: int, target, settings: Settings, cache=None) -> np.ndarray:
-    """Map float32 ``(H, W)`` for test image ``index``: from gradcam.npz when it covers the request, else computed."""
+def test_image_map(run, index: int, target, settings: Settings, cache=None, signed: bool = False) -> np.ndarray:
+    """Map float32 ``(H, W)`` for test image ``index`` (``signed``: see :func:`.explain.attribute`): from
+    gradcam.npz when it covers the request, else computed."""
     settings = settings.resolved(run.meta)
-    if settings.method == "gradcam" and settings.layer == run.meta["gradcam_layer"] and isinstance(target, int):
+    if settings.method == "gradcam" and settings.layer == run.meta["gradcam_layer"] and isinstance(target, int) \
+            and not signed:
         heat = precomputed_map(run, index, target)
         if heat is not None:
             return heat
-    return explain_image(run, run.images[index], target, settings, cache)
+    return explain_image(run, run.images[index], target, settings, cache, signed)

@@ -6,7 +6,9 @@ Per image: the maps of every method (registry defaults, Grad-CAM at the run's ``
 target = the trained model's prediction), then one batch of curves for the random maps of each
 smoothness (seeds ``0 ... seeds - 1``), the Sobel edge map and every method's map: the baselines
 are computed once per image and shared by every method. Curves use ``steps`` = the image side,
-deleted pixels take the dataset's mean colour (0 after normalisation), as on the card.
+deleted pixels take the dataset's mean colour (0 after normalisation), as on the card, and the
+perturbed images go through the model under bf16 autocast where the CPU has native bf16, as on the
+card (:data:`.map_faithfulness.BF16`; ``config["precision"]`` records it): about half the time of fp32.
 
 Images are scored in the round-robin order of :func:`scoring_order` and the file is rewritten after
 every ``batch_size`` images with the images done so far; a later call with the same settings keeps
@@ -28,8 +30,8 @@ from trainer.sources import load_test_split
 
 from . import faithfulness as F
 from .explain import to_input
-from .map_faithfulness import layer_hw
-from .sanity import all_maps, applicable_methods, private_model
+from .map_faithfulness import BF16, PRECISION, layer_hw
+from .sanity import MAP_BATCH, all_maps, applicable_methods, private_model
 from .scoreboard_file import MEASURES, SCOREBOARD, load_scoreboard
 
 
@@ -48,7 +50,7 @@ def image_scores(model, x: torch.Tensor, target: int, maps: dict[str, np.ndarray
     """``{method or baseline: {"deletion", "insertion"}}`` AUCs of one normalised image ``x`` ``(C, H, W)``:
     ``maps`` ``{method: (H, W)}``, ``randoms`` ``{baseline: (seeds, H, W)}`` (their AUCs are averaged)."""
     stack = [*randoms.values(), F.edge_map(x)[None], *(torch.as_tensor(m)[None] for m in maps.values())]
-    dele, ins = F.deletion_insertion(model, x, target, F.removal_ranks(torch.cat(stack)), steps)
+    dele, ins = F.deletion_insertion(model, x, target, F.removal_ranks(torch.cat(stack)), steps, bf16=BF16)
     d, i = np.atleast_1d(F.auc(dele)), np.atleast_1d(F.auc(ins))
     out, at = {}, 0
     for name, count in [*((k, len(v)) for k, v in randoms.items()), ("edge", 1), *((m, 1) for m in maps)]:
@@ -91,7 +93,7 @@ def precompute_scoreboard(run_dir, data_dir=None, *, images: int = 1000, batch_s
     config = {"seed": seed, "steps": steps, "seeds": F.SEEDS, "methods": [s.method for s in settings],
               "skipped": skipped, "target": "the trained model's predicted class", "fill": "dataset mean colour",
               "baseline_of": {m: "random_layer" if hw else "random_pixel" for m, hw in smooth.items()},
-              "layer_hw": next((list(hw) for hw in smooth.values() if hw), None)}
+              "layer_hw": next((list(hw) for hw in smooth.values() if hw), None), "precision": PRECISION}
     h, w = test_x.shape[-2:]
     randoms = {"random_pixel": F.random_maps(h, w)}
     if config["layer_hw"]:
@@ -104,7 +106,7 @@ def precompute_scoreboard(run_dir, data_dir=None, *, images: int = 1000, batch_s
     for lo in range(len(order) - len(todo), len(order), max(1, batch_size)):
         idx = order[lo:lo + max(1, batch_size)]
         x = to_input(test_x[idx], meta)
-        maps = all_maps(model, x, torch.as_tensor(preds[idx]), settings, len(idx), lambda n: None)
+        maps = all_maps(model, x, torch.as_tensor(preds[idx]), settings, MAP_BATCH, lambda n: None)
         for j, i in enumerate(idx):
             scores = image_scores(model, x[j], int(preds[i]), {m: v[j] for m, v in maps.items()}, randoms, steps)
             for key, value in (("index", i), ("label", labels[i]), ("target", preds[i])):

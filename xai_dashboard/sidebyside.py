@@ -18,10 +18,11 @@ or :func:`upload_source`, read it back with :func:`parse_source`:
   at most the upload limit, kept only while it is the grid's source.
 
 Each cell: the run's prediction and probability, the method's map for the predicted class over
-the image (maps and predictions through the explain cache) and the map's deletion AUC
-(:mod:`.faithfulness`, RISE). Work is bounded before it starts: at most :data:`MAX_RUNS` rows x
-:data:`MAX_METHODS` columns, every method within its registry limits, every model pass under its
-run's lock. A cell that fails says why in words; the others still render. No Dash here.
+the image (maps and predictions through the explain cache), the map's deletion AUC
+(:mod:`.faithfulness`, RISE) and, when the run's sanity.json says the method fails the model
+randomisation check, why (:func:`.sanity_file.badge_title`). Work is bounded before it starts:
+at most :data:`MAX_RUNS` rows x :data:`MAX_METHODS` columns, every method within its registry limits,
+every model pass under its run's lock. A cell that fails says why in words; the others still render. No Dash here.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from .images import shown, to_hwc
 from .inputs import BadInput, index as index_of, run_of
 from .methods import METHODS
 from .overlay import data_url, image_png, overlay_png
+from .sanity_file import badge_title, failing_methods, load_sanity
 
 log = logging.getLogger(__name__)
 MAX_RUNS, MAX_METHODS = 6, 4
@@ -58,6 +60,7 @@ class Cell:
     overlay_src: str = ""
     deletion_auc: float | None = None
     error: str = ""
+    fails_sanity: str = ""  # the badge's explanation when the method fails this run's randomisation check
 
 
 @dataclass
@@ -209,9 +212,13 @@ def build_row(store, source: dict, name: str, methods: list[str], data: bytes | 
     except (KeyError, ValueError) as e:  # UploadError is a ValueError
         return Row(name, error=str(e.args[0]) if e.args else str(e))
     pred = int(np.argmax(probs))
+    cells = [build_cell(run, image, index, pred, m, unavailable, cache) for m in methods]
+    failing = failing_methods(load_sanity(run.run.path, run.meta)[0])
+    for cell in cells:
+        cell.fails_sanity = badge_title(failing[cell.method]) if cell.method in failing else ""
     return Row(name, description=description, input_src=data_url(image_png(image, INPUT_SIZE)),
                shape=tuple(image.shape), prediction=f"{run.class_names[pred]} ({float(probs[pred]):.1%})",
-               cells=[build_cell(run, image, index, pred, m, unavailable, cache) for m in methods])
+               cells=cells)
 
 
 def build_grid(store, source: dict, runs: list[str], methods: list[str], cache=None) -> Grid:

@@ -150,13 +150,14 @@ class RunStore:
 
     @classmethod
     def from_dirs(cls, run_dirs: list[str | Path] | None = None, data_dir: str | None = None) -> "RunStore":
-        """Load runs (default: every run under ``checkpoints/``), sharing test images per dataset.
+        """Load runs (default: :func:`default_run_dirs`), sharing test images per dataset.
 
+        Each of ``run_dirs`` is a run directory or a folder of runs (:func:`expand_run_dirs`).
         A run that cannot be opened (invalid files, dataset missing or different)
         is skipped with its reason; one bad run never stops the others. When
         nothing loads, the bundled digits demo opens with a banner that says why.
         """
-        dirs = [Path(d) for d in run_dirs] if run_dirs else find_runs(DEFAULT_RUNS_DIR)
+        dirs = expand_run_dirs(run_dirs) if run_dirs else default_run_dirs()
         runs: dict[str, LoadedRun] = {}
         skipped: dict[str, str] = {}
         sentences: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (what, fix) -> [(run, reason)]
@@ -189,6 +190,24 @@ class RunStore:
         return cls(runs=runs, banner=banner, skipped=skipped, problems=problems, note=note, data_dir=data_dir)
 
 
+def expand_run_dirs(paths) -> list[Path]:
+    """Each path as given when it is a run directory (holds meta.json), else every run found under it
+    (a folder of runs, such as ``runs/``); a path holding neither stays, so its error names it."""
+    dirs: list[Path] = []
+    for path in map(Path, paths):
+        found = [] if (path / META).exists() or not path.is_dir() else find_runs(path)
+        dirs += found or [path]
+    return list(dict.fromkeys(dirs))
+
+
+def default_run_dirs() -> list[Path]:
+    """The runs opened without arguments: the shipped ``checkpoints/`` and, in the working directory,
+    ``checkpoints/`` and ``runs/`` (where the README's ``xai-train`` commands write), whichever exist."""
+    roots = (DEFAULT_RUNS_DIR, Path("checkpoints"), Path("runs"))
+    real = dict.fromkeys(root.resolve() for root in roots if root.is_dir())  # the repository's checkpoints once
+    return [d for root in real for d in find_runs(root)]
+
+
 # How to repair a run file, by the file named at the start of a RunDirError.
 _FIXES = {
     META: "correct meta.json or retrain the run",
@@ -209,7 +228,7 @@ def _problem(e: Exception, run_dir: Path, run: Run | None) -> tuple[str, str]:
                     "cifar10_train.npz and cifar10_test.npz")
         if str(e).startswith("folder not found: "):  # the one sentence a user who moved the folder needs
             return (str(e).split(" (nor ")[0].split(". Fix")[0],
-                    "if it moved, start with --data-dir DIR (or set XAI_DATA_DIR) naming where it is now")
+                    "if it moved, start with --image-root DIR (or set XAI_IMAGE_ROOT) naming where it is now")
         return (f"the {dataset['name']} test images they were evaluated on could not be loaded",
                 f"make {dataset['spec']!r} readable (details below)")
     if isinstance(e, RunDirError):

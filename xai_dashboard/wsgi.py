@@ -1,15 +1,18 @@
-"""WSGI entry for production: ``gunicorn -k gthread --threads 4 -w 2 --preload -b 127.0.0.1:8050 xai_dashboard.wsgi:server``.
+"""WSGI entry for production: ``gunicorn -k gthread --threads 12 -w 2 --preload -b 127.0.0.1:8050 xai_dashboard.wsgi:server``.
 
 Configuration comes from the environment, read once when a worker imports this:
-``XAI_RUNS`` (run directories separated by ``os.pathsep``; default: every run
-under ``checkpoints/``) and ``XAI_DATA_DIR`` (the dataset folder). Debug stays
+``XAI_RUNS`` (run directories or folders of runs separated by ``os.pathsep``; default:
+:func:`.store.default_run_dirs`), ``XAI_DATA_DIR`` (the dataset folder) and ``XAI_IMAGE_ROOT``
+(where moved image folders are now: :func:`trainer.sources.image_roots`). Debug stays
 off unless ``XAI_DEBUG=1`` asks for Dash's dev tools (never in production).
 With ``--preload`` the workers share the loaded test images copy-on-write.
 
 Memory per worker under upload load is bounded by ``XAI_MAX_DECODES`` (2)
 decodes at once, each within ``XAI_MAX_DECODE_MB`` (160), plus the thumbnail
 cache's ``XAI_THUMB_CACHE_MB`` (64): see :mod:`.uploads` and :mod:`.images`, and
-``bench/upload_memory.py`` for the figures.
+``bench/upload_memory.py`` for the figures. Twelve threads, because up to ``XAI_ATTRIBUTION_QUEUE``
+(8) of them may be waiting for the worker's attribution thread (:mod:`.attribution_queue`) and
+predictions need free ones.
 """
 from __future__ import annotations
 

@@ -9,14 +9,19 @@ from dash import html
 
 from ..images import THUMB_SIZE, image_url
 
-VIEWS = ("overview", "errors", "threshold", "compare", "explain", "sidebyside")
+VIEWS = ("overview", "errors", "threshold", "compare", "explain", "sidebyside", "labels", "humans", "embedding_map", "stress")
 
 
 def gallery_item(prefix: str, run, index: int, *, caption: list, wrong: bool, clickable: bool = True,
-                 size: int = THUMB_SIZE, title: str = "", caption_class: str = "caption") -> html.Div:
-    """One thumbnail: ``class="gallery-item"`` and ``data-index`` = test-set index (tests rely on both)."""
+                 size: int = THUMB_SIZE, title: str = "", caption_class: str = "caption",
+                 kind: str = "gallery-item") -> html.Div:
+    """One thumbnail: ``class="gallery-item"`` and ``data-index`` = test-set index (tests rely on both).
+    A clickable one has the id ``{"type": kind, "index": index}``: another view's gallery passes its own
+    ``kind``, since two galleries in the page may show the same image."""
     url = image_url(prefix, run.name, index, size, run.meta["dataset"]["fingerprint"])
-    extra = {"id": {"type": "gallery-item", "index": int(index)}, "n_clicks": 0} if clickable else {}
+    # a clickable one is focusable: assets/browse.js moves between them with the arrow keys, Enter opens one
+    extra = {"id": {"type": kind, "index": int(index)}, "n_clicks": 0, "tabIndex": 0, "role": "button"} \
+        if clickable else {}
     return html.Div(
         [html.Img(src=url, width=size, height=size, alt=f"test image {index}"),
          html.Div(caption, className=caption_class)],
@@ -25,10 +30,12 @@ def gallery_item(prefix: str, run, index: int, *, caption: list, wrong: bool, cl
     )
 
 
-def prediction_items(prefix: str, run, indices: np.ndarray, *, clickable: bool = True) -> list[html.Div]:
-    """Thumbnails captioned with true label, predicted label and confidence, for ``indices`` ``(M,)``."""
+def prediction_items(prefix: str, run, indices: np.ndarray, *, clickable: bool = True,
+                     labels: np.ndarray | None = None) -> list[html.Div]:
+    """Thumbnails captioned with true label, predicted label and confidence, for ``indices`` ``(M,)``.
+    ``labels`` ``(N,)``: the true labels to show (default the run's; the reviewed ones, see :mod:`..corrected`)."""
     names = run.class_names
-    labels, preds, probs = run.labels, run.preds, run.probs
+    labels, preds, probs = run.labels if labels is None else labels, run.preds, run.probs
     items = []
     for i in np.asarray(indices).tolist():
         t, p = int(labels[i]), int(preds[i])

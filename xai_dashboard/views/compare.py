@@ -2,17 +2,19 @@
 side: accuracy *and* balanced accuracy with the classes each finds more of, both runs
 at their chosen decision thresholds (Threshold tab), per-class accuracy, the
 difference of their confusion matrices, and the images the second run fixes,
-breaks, or gets wrong together with the first, paged on the server."""
+breaks, or gets wrong together with the first, paged on the server. A thumbnail
+click opens its detail (run A's) on the errors tab, in the browser."""
 from __future__ import annotations
 
-from dash import Input, Output, State, ctx, dcc, html
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from .. import analysis, export, figures, inputs, summaries, thresholds
 from . import gallery_item
+from . import stress as stress_view
 
 TITLE = "Compare runs"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
-_GRAPH = {"displayModeBar": False}
+_GRAPH = figures.GRAPH_CONFIG
 SETS = (("fixed", "Errors fixed by B", "A wrong, B right"),
         ("introduced", "Errors introduced by B", "A right, B wrong"),
         ("both", "Errors both make", "A and B wrong"))
@@ -23,17 +25,23 @@ def layout(store) -> html.Div:
         html.Div(className="card toolbar", children=[
             html.Label(["Run A", dcc.Dropdown(id="compare-a", clearable=False,
                                               options=store.names, value=store.default)], className="pick"),
-            html.Label(["Run B", dcc.Dropdown(id="compare-b", clearable=False)], className="pick"),
+            html.Label(["Run B", dcc.Dropdown(id="compare-b", clearable=False, options=store.comparable(store.default),
+                                              value=(store.comparable(store.default) or [None])[0])],
+                       className="pick"),
             html.Div(id="compare-summary", className="compare-summary"),
             html.Span(id="compare-export-note"),
             dcc.Download(id="compare-download"),
         ]),
-        html.Div(className="card", children=[html.H3("At each run's chosen threshold"),
+        html.Div(className="card", children=[html.Div(className="toolbar", children=[
+                                                 html.H3("At each run's chosen threshold"),
+                                                 html.Button("Download CSV", id="compare-thresholds-export",
+                                                             n_clicks=0, className="export")]),
                                              html.Div(id="compare-thresholds")]),
         html.Div(className="row", children=[
             html.Div(className="card half", children=[dcc.Graph(id="compare-accuracy", config=_GRAPH)]),
             html.Div(className="card half", children=[dcc.Graph(id="compare-cm-diff", config=_GRAPH)]),
         ]),
+        stress_view.compare_card(),
         *[html.Div(className="card gallery-card", children=[
             dcc.Store(id=f"compare-{key}-page", data=0),
             html.Div(className="toolbar", children=[
@@ -95,14 +103,23 @@ def threshold_rows(runs: list, positive: int, chosen: dict) -> list[dict]:
     return rows
 
 
-def _threshold_table(ra, rb, chosen: dict):
-    """``chosen`` as parsed by :func:`~xai_dashboard.inputs.chosen_thresholds`."""
+def _compared_class(ra, chosen: dict) -> tuple[int, str | None]:
+    """The class both runs are thresholded for (run A's chosen one, else its rarest) and why there is no
+    table for it (None when there is one)."""
     k = len(ra.class_names)
     positive = (chosen.get(ra.name) or {}).get("positive")
     positive = positive if positive is not None and 0 <= positive < k else thresholds.minority_class(ra.labels, k)
     y = ra.labels == positive
-    if y.all() or not y.any():
-        return html.P(f"'{ra.class_names[positive]}' has no test images to threshold.", className="warning")
+    return positive, (f"'{ra.class_names[positive]}' has no test images to threshold."
+                      if y.all() or not y.any() else None)
+
+
+def _threshold_table(ra, rb, chosen: dict):
+    """``chosen`` as parsed by :func:`~xai_dashboard.inputs.chosen_thresholds`."""
+    k = len(ra.class_names)
+    positive, problem = _compared_class(ra, chosen)
+    if problem:
+        return html.P(problem, className="warning")
     rows = threshold_rows([ra, rb], positive, chosen)
     cols = ["run", "threshold", "found", "recall", "precision", "f1", "balanced_accuracy", "mcc", "prevalence"]
     fmt = {"recall": "{:.3f}", "precision": "{:.3f}", "f1": "{:.3f}", "balanced_accuracy": "{:.2%}",
@@ -123,7 +140,7 @@ def _items(prefix, run_a, run_b, idx) -> list:
         caption = [html.Span(names[t], className="lbl-true", title="true label"),
                    html.Span(f"A: {names[pa]}", className="lbl-pred " + ("wrong" if pa != t else "right")),
                    html.Span(f"B: {names[pb]}", className="lbl-pred " + ("wrong" if pb != t else "right"))]
-        items.append(gallery_item(prefix, run_b, i, caption=caption, wrong=pb != t, clickable=False,
+        items.append(gallery_item(prefix, run_b, i, caption=caption, wrong=pb != t, kind="compare-item",
                                   caption_class="caption stacked",
                                   title=f"#{i}: true {names[t]}; A {names[pa]} ({run_a.probs[i, pa]:.0%}), "
                                         f"B {names[pb]} ({run_b.probs[i, pb]:.0%})"))
@@ -138,12 +155,14 @@ def register_callbacks(app, store) -> None:
     def follow_selector(run_name):
         return inputs.run_of(store, run_name).name
 
+    # the layout holds the default run's candidates: a link's run B (url_state) is not overwritten on load
     @app.callback(Output("compare-b", "options"), Output("compare-b", "value"),
-                  Input("compare-a", "value"), Input("compare-b", "value"))
+                  Input("compare-a", "value"), Input("compare-b", "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.keep)
     def candidates(a, b):
         options = store.comparable(inputs.run_of(store, a).name)
-        return options, (b if b in options else (options[0] if options else None))
+        # a run B that still fits is left alone: set again it could overwrite a link's, set meanwhile
+        return options, (no_update if b in options else (options[0] if options else None))
 
     def pair(a, b, tab):
         """The two runs, or None when there is no second run to compare with; PreventUpdate while the tab
@@ -184,21 +203,36 @@ def register_callbacks(app, store) -> None:
                 figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, ra.name, rb.name))
 
     @app.callback(Output("compare-download", "data"), Output("compare-export-note", "children"),
-                  *[Input(f"compare-{key}-export", "n_clicks") for key, _, _ in SETS],
-                  State("compare-a", "value"), State("compare-b", "value"), prevent_initial_call=True)
+                  *[Input(f"compare-{key}-export", "n_clicks") for key in (*[k for k, _, _ in SETS], "thresholds")],
+                  State("compare-a", "value"), State("compare-b", "value"), State("chosen-thresholds", "data"),
+                  prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def export_set(_fixed, _introduced, _both, a, b):
-        """The comparison set whose button was clicked, as CSV (A's and B's predictions side by side)."""
+    def export_set(_fixed, _introduced, _both, _thresholds, a, b, chosen):
+        """The comparison set (A's and B's predictions side by side) or the threshold table whose button was
+        clicked, as CSV."""
         runs = pair(a, b, TAB)  # a click on the tab's own button: the tab is shown
         if runs is None:
             raise inputs.BadInput("there is no second run to compare with")
         key = inputs.one_of(str(ctx.triggered_id).removeprefix("compare-").removesuffix("-export"),
-                            [k for k, _, _ in SETS], "comparison set")
+                            [*[k for k, _, _ in SETS], "thresholds"], "comparison set")
         name = export.filename(runs[0].name, runs[1].name, key)
-        return export.download(export.comparison_frame(*runs, key), name), ""
+        if key != "thresholds":
+            return export.download(export.comparison_frame(*runs, key), name), ""
+        chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
+        positive, problem = _compared_class(runs[0], chosen)
+        if problem:
+            raise inputs.BadInput(problem)
+        return export.download(export.table_frame(threshold_rows(list(runs), positive, chosen)), name), ""
 
     for key, _, _ in SETS:
         _register_gallery(app, key, pair, prefix)
+    # a thumbnail's detail: run A's, in the errors view (no request: the store and the tab are set here)
+    app.clientside_callback(ClientsideFunction("xai", "openFromCompare"),
+                            Output("selected-image", "data", allow_duplicate=True),
+                            Output("view-tabs", "value", allow_duplicate=True),
+                            Input({"type": "compare-item", "index": ALL}, "n_clicks"), State("compare-a", "value"),
+                            prevent_initial_call=True)
+    stress_view.register_compare(app, store)
 
 
 def _register_gallery(app, key: str, pair, prefix: str) -> None:
@@ -214,8 +248,9 @@ def _register_gallery(app, key: str, pair, prefix: str) -> None:
         if runs is None:
             return [html.P("—", className="hint")], "0", 0, "1 / 1"
         ra, rb = runs
-        step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id)
-        page = inputs.page(page) + step if step else 0  # a new pair of runs starts on the first page
+        step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id, 0)
+        # a new pair of runs starts on the first page; coming back to the tab keeps the page
+        page = 0 if ctx.triggered_id in ("compare-a", "compare-b") else inputs.page(page) + step
         idx = export.comparison_set(ra, rb, key)
         shown, page, pages = analysis.page_of(idx, page)
         return _items(prefix, ra, rb, shown), str(len(idx)), page, f"{page + 1} / {pages}"

@@ -14,27 +14,29 @@ from dash.exceptions import PreventUpdate
 
 from .. import explain_spec, inputs, uploads
 from ..cache import explain_cache
-from ..figures import empty_figure, placeholder
+from ..figures import GRAPH_CONFIG, empty_figure, placeholder
 from ..gradcam_file import precomputed_problem
 from ..images import DETAIL_SIZE
 from ..methods import METHODS, all_params
 from ..sanity_file import BADGE, REFERENCE, THRESHOLD, badge_title, failing_methods
-from . import faithfulness_card, sidebyside
+from . import faithfulness_card, neighbours, sidebyside
 from .explain_model import (
-    Controls, build_feature_view, build_panel, cascade_figure, method_options, probabilities_figure, sanity_data,
-    source_for_run, upload_to_source,
+    Controls, build_feature_view, build_panel, cascade_figure, ignored_because, method_options, probabilities_figure,
+    sanity_data, source_for_run, upload_to_source,
 )
+from .map_view import contrast_tile, download, export_buttons, shown_map
 
 TITLE = "Explanations"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
-_GRAPH = {"displayModeBar": False}
+_GRAPH = GRAPH_CONFIG
 _IMG = {"imageRendering": "pixelated", "border": "1px solid #e4e7eb", "borderRadius": "4px"}
 PAGE_PARAMS = [p for p in all_params().values() if p.in_page]  # one input each, id "xp-param-<name>"
 
 
-def _field(label: str, component, width: str = "190px") -> html.Label:
+def _field(label: str, component, width: str = "190px", **extra) -> html.Label:
+    """``component`` under its ``label``; ``extra``: the label's own props (an ``id`` to set its tooltip)."""
     return html.Label([html.Span(label, className="hint", style={"display": "block"}), component],
-                      style={"display": "inline-block", "width": width, "marginRight": "12px"})
+                      style={"display": "inline-block", "width": width, "marginRight": "12px"}, **extra)
 
 
 # dcc.Upload drops files over max_size or outside accept without telling the server, so
@@ -69,7 +71,7 @@ def _method_parameters() -> html.Details:
     """One number input per registered parameter, with the registry's limits and default."""
     return html.Details([html.Summary("Method parameters", className="hint"), html.Div(className="toolbar", children=[
         _field(p.label, dcc.Input(id=f"xp-param-{p.name}", type="number", min=p.lo, max=p.hi, step=1, value=p.default,
-                                  debounce=True, style={"width": "90px"}), "130px")
+                                  debounce=True, style={"width": "90px"}), "130px", id=f"xp-param-{p.name}-field")
         for p in PAGE_PARAMS])])
 
 
@@ -96,23 +98,29 @@ def layout(store) -> html.Div:
                 html.H3(id="prediction-label", style={"margin": "10px 0 0"}),
                 sidebyside.open_link("explain"),
                 dcc.Graph(id="xp-probs", config=_GRAPH, figure=placeholder(260)),
+                neighbours.panel("xp-neighbours"),
             ]),
             html.Div(className="card", style={"flex": "2 1 560px"}, children=[
                 html.H3("Why this prediction"),
                 html.Div(className="toolbar", children=[
                     _field("Method", dcc.Dropdown(id="xp-method", value="gradcam", clearable=False,
                                                   options=method_options())),
-                    _field("Target class", dcc.Dropdown(id="xp-target", value="pred", clearable=False)),
-                    _field("Grad-CAM layer", dcc.Dropdown(id="xp-cam-layer", clearable=False), "280px"),
+                    _field("Target class", dcc.Dropdown(id="xp-target", value="pred", clearable=False,
+                                                        options=target_options(run.class_names))),
+                    _field("Grad-CAM layer", dcc.Dropdown(id="xp-cam-layer", clearable=False,
+                                                          options=cam_layer_options(run.meta),
+                                                          value=run.meta["gradcam_layer"]), "280px",
+                           id="xp-cam-layer-field"),
                     _field("Heatmap opacity", dcc.Slider(id="xp-opacity", min=0, max=1, step=0.05, value=0.5,
                                                          marks={0: "0", 0.5: "0.5", 1: "1"}), "200px"),
                 ]),
                 _method_parameters(),
                 html.Div(id="xp-method-note", className="hint"),
+                html.Div(id="xp-controls-note"),
                 html.Div(id="xp-explain-error", role="alert", style={"color": "#c0392b"}),
                 html.Div(id="xp-sanity-badge"),
-                html.Img(id="gradcam-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="attribution overlay",
-                         style=_IMG),
+                shown_map("gradcam-overlay", "xp-overlay-scale", "xp-overlay-caption", "attribution overlay"),
+                export_buttons("xp"),
                 faithfulness_card.card(),
                 html.H4("Contrast", style={"marginTop": "12px"}),
                 html.Div(id="xp-contrast", style={"display": "flex", "gap": "12px", "flexWrap": "wrap"}),
@@ -146,24 +154,31 @@ def layer_options(meta: dict) -> list[dict]:
     return [{"label": f"{e['name']}  {tuple(e['shape'])}", "value": e["name"]} for e in meta["layers"]]
 
 
+def cam_layer_options(meta: dict) -> list[dict]:
+    """The layers Grad-CAM can use (spatial ones). Given in the layout too: a dropdown without options
+    empties its value."""
+    return [o for o in layer_options(meta) if o["value"] in explain_spec.spatial_layers(meta)]
+
+
 def target_options(class_names: list[str]) -> list[dict]:
     return [{"label": "predicted class", "value": "pred"}, {"label": "true class", "value": "true"}] + [
         {"label": f"{i}: {n}", "value": str(i)} for i, n in enumerate(class_names)]
 
 
-def detail_children(unavailable: dict[str, str] | None = None) -> list:
+def detail_children(unavailable: dict[str, str] | None = None, failing: dict[str, float] | None = None) -> list:
     """Controls + overlay placed in the errors view's ``detail-explain`` for a gallery image;
-    ``unavailable``: method -> why this run's model does not support it."""
+    ``unavailable``: method -> why this run's model does not support it; ``failing``: method ->
+    similarity, for the methods that fail the run's randomisation check (flagged, as on the tab)."""
     return [
         html.Div(className="toolbar", children=[
-            dcc.Dropdown(id="xp-detail-method", value="gradcam", clearable=False, options=method_options(unavailable),
-                         style={"width": "200px"}),
+            dcc.Dropdown(id="xp-detail-method", value="gradcam", clearable=False,
+                         options=flag_failing(method_options(unavailable), failing or {}), style={"width": "200px"}),
             dcc.RadioItems(id="xp-detail-target", value="pred", inline=True, className="radio", options=[
                 {"label": "predicted", "value": "pred"}, {"label": "true", "value": "true"},
                 {"label": "predicted − true", "value": "contrast"}]),
         ]),
-        html.Img(id="xp-detail-overlay", width=DETAIL_SIZE, height=DETAIL_SIZE, alt="Grad-CAM overlay", style=_IMG),
-        html.Div(id="xp-detail-caption", className="hint"),
+        shown_map("xp-detail-overlay", "xp-detail-scale", "xp-detail-caption", "attribution overlay"),
+        export_buttons("xp-detail"),
         sidebyside.open_link("gallery"),
     ]
 
@@ -174,13 +189,17 @@ def register_callbacks(app, store) -> None:
 
     @app.callback(Output("xp-target", "options"), Output("xp-cam-layer", "options"),
                   Output("xp-cam-layer", "value"), Output("layer-select", "options"),
-                  Output("layer-select", "value"), Output("xp-test-index", "max"), Input("run-select", "value"))
+                  Output("layer-select", "value"), Output("xp-test-index", "max"), Input("run-select", "value"),
+                  State("xp-cam-layer", "value"))
     @inputs.guarded(*[inputs.keep] * 6)  # options and values hold no sentence: choose_source says what is wrong
-    def on_run(run_name):
+    def on_run(run_name, cam_layer):
         run = inputs.run_of(store, run_name)
-        cam = [{"label": o["label"], "value": o["value"]} for o in layer_options(run.meta)
-               if o["value"] in explain_spec.spatial_layers(run.meta)]
-        return (target_options(run.class_names), cam, run.meta["gradcam_layer"], layer_options(run.meta),
+        cam = cam_layer_options(run.meta)
+        # the page's first call leaves the layout's layer (or a link's, see url_state); a layer the new run
+        # has too stays, else the run's own
+        keep = no_update if ctx.triggered_id is None else \
+            cam_layer if cam_layer in [o["value"] for o in cam] else run.meta["gradcam_layer"]
+        return (target_options(run.class_names), cam, keep, layer_options(run.meta),
                 run.meta["gradcam_layer"], len(run.labels) - 1)
 
     @app.callback(Output("xp-image", "data"), Output("upload-error", "children"), Output("xp-test-index", "value"),
@@ -212,28 +231,47 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("prediction-label", "children"), Output("xp-probs", "figure"),
                   Output("gradcam-overlay", "src"), Output("xp-input-image", "src"),
                   Output("xp-source-label", "children"), Output("xp-explain-error", "children"),
-                  Output("xp-contrast", "children"),
+                  Output("xp-contrast", "children"), Output("xp-overlay-scale", "figure"),
+                  Output("xp-overlay-caption", "children"),
                   Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
                   Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("view-tabs", "value"),
                   *[Input(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS])
     @inputs.guarded(inputs.constant(""), inputs.constant(empty_figure("", height=260)), inputs.constant(""),
-                    inputs.constant(""), inputs.constant(""), inputs.hint, inputs.constant([]))
+                    inputs.constant(""), inputs.constant(""), inputs.hint, inputs.constant([]),
+                    inputs.constant(placeholder(DETAIL_SIZE)), inputs.constant(""))
     def render(source, method, target, layer, opacity, tab, *values):
         if tab != TAB:  # every tab's callbacks fire on page load; this one would load torch and a model
             raise PreventUpdate
-        run, source = inputs.explained_image(store, source)
-        # the layer and the method's parameters are checked against the registry by build_panel
-        controls = Controls(inputs.one_of(method, METHODS, "method"), inputs.target(target, len(run.class_names)),
-                            layer, inputs.number(opacity, "the heatmap opacity", 0, 1),
-                            {p.name: v for p, v in zip(PAGE_PARAMS, values)})
-        panel = build_panel(store, source, controls, cache())
+        panel = build_panel(store, *page_controls(store, source, method, target, layer, opacity, values), cache())
         if panel.error:  # the registry's limits, an unknown layer, a true class asked of an upload
-            return "", empty_figure("", height=260), "", panel.input_src, "", inputs.hint(panel.error), []
-        tiles = [html.Figure(style={"margin": 0, "width": "160px"}, children=[
-            html.Img(src=src, width=160, height=160, alt=caption, style=_IMG),
-            html.Figcaption(caption, className="hint")]) for caption, src in panel.contrast]
+            return ("", empty_figure("", height=260), "", panel.input_src, "", inputs.hint(panel.error), [],
+                    placeholder(DETAIL_SIZE), "")
         return (panel.label, probabilities_figure(panel.probs, panel.class_names, panel.pred, panel.true),
-                panel.overlay_src, panel.input_src, panel.description, "", tiles)
+                panel.overlay_src, panel.input_src, panel.description, "", [contrast_tile(t) for t in panel.contrast],
+                panel.overlay.colorbar(),
+                panel.overlay.caption)
+
+    @app.callback(Output("xp-download", "data"), Output("xp-export-note", "children"),
+                  Input("xp-export-png", "n_clicks"), Input("xp-export-npy", "n_clicks"),
+                  State("xp-image", "data"), State("xp-method", "value"), State("xp-target", "value"),
+                  State("xp-cam-layer", "value"), State("xp-opacity", "value"),
+                  *[State(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS], prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export(_png, _npy, source, method, target, layer, opacity, *values):
+        panel = build_panel(store, *page_controls(store, source, method, target, layer, opacity, values), cache(),
+                            contrast=False)
+        return download(panel, ctx.triggered_id)
+
+    @app.callback(Output("xp-cam-layer", "disabled"), Output("xp-cam-layer-field", "title"),
+                  *[o for p in PAGE_PARAMS for o in (Output(f"xp-param-{p.name}", "disabled"),
+                                                     Output(f"xp-param-{p.name}-field", "title"))],
+                  Output("xp-controls-note", "children"), Input("xp-method", "value"))
+    @inputs.guarded(*[inputs.constant(False), inputs.constant("")] * (1 + len(PAGE_PARAMS)), inputs.hint)
+    def ignored_controls(method):
+        """Disable the controls the chosen method does not read; their tooltips say why."""
+        why = ignored_because(inputs.one_of(method, METHODS, "method"))
+        return (*[x for name in ["layer", *(p.name for p in PAGE_PARAMS)] for x in (name in why, why.get(name, ""))],
+                "")
 
     @app.callback(Output("xp-method", "options"), Output("xp-method-note", "children"),
                   Output("xp-precompute-note", "children"), Input("run-select", "value"), Input("view-tabs", "value"),
@@ -284,32 +322,62 @@ def register_callbacks(app, store) -> None:
             return []
         from .. import explain
 
-        return detail_children(explain.unavailable_methods(chosen[0]))
+        return detail_children(explain.unavailable_methods(chosen[0]), failing_methods(sanity_data(chosen[0])[0]))
 
     @app.callback(Output("xp-detail-overlay", "src"), Output("xp-detail-caption", "children"),
+                  Output("xp-detail-scale", "figure"),
                   Input("xp-detail-method", "value"), Input("xp-detail-target", "value"),
                   State("selected-image", "data"))
-    @inputs.guarded(inputs.constant(""), inputs.hint)
+    @inputs.guarded(inputs.constant(""), inputs.hint, inputs.constant(placeholder(DETAIL_SIZE)))
     def detail_overlay(method, target, selected):
-        chosen = inputs.selected_image(store, selected)
-        if chosen is None:
-            raise PreventUpdate
-        method = inputs.one_of(method, METHODS, "method")
-        target = inputs.one_of(target, ("pred", "true", "contrast"), "target")
-        source = {"kind": "test", "run": selected["run"], "index": chosen[1]}
-        contrast = target == "contrast"
-        panel = build_panel(store, source, Controls(method=method, target="pred" if contrast else target),
-                            cache(), contrast=contrast)
+        source, controls = detail_controls(store, method, target, selected)
+        panel = build_panel(store, source, controls, cache(), contrast=False)
         if panel.error:
-            return "", panel.error
-        if contrast:
-            caption, src = panel.contrast[2]
-            return src, caption
-        return panel.overlay_src, f"{METHODS[method].label} for the {target} class"
+            return "", panel.error, placeholder(DETAIL_SIZE)
+        failing = failing_methods(sanity_data(store.get(source["run"]))[0])
+        return panel.overlay_src, [*sanity_badge(controls.method, failing), panel.overlay.caption], \
+            panel.overlay.colorbar()
+
+    @app.callback(Output("xp-detail-download", "data"), Output("xp-detail-export-note", "children"),
+                  Input("xp-detail-export-png", "n_clicks"), Input("xp-detail-export-npy", "n_clicks"),
+                  State("xp-detail-method", "value"), State("xp-detail-target", "value"),
+                  State("selected-image", "data"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def detail_export(_png, _npy, method, target, selected):
+        panel = build_panel(store, *detail_controls(store, method, target, selected), cache(), contrast=False)
+        return download(panel, ctx.triggered_id)
 
     register_job_button(app, store, "gradcam", "xp-precompute", "xp-precompute")
     _register_sanity(app, store)
     faithfulness_card.register_callbacks(app, store)
+
+
+def page_controls(store, source, method, target, layer, opacity, values) -> tuple[dict, Controls]:
+    """The explanations card's inputs, checked: ``(source, Controls)`` for :func:`.build_panel`. The layer and
+    the method's parameters are checked against the registry by build_panel (its ``error``)."""
+    run, source = inputs.explained_image(store, source)
+    return source, Controls(inputs.one_of(method, METHODS, "method"), inputs.target(target, len(run.class_names)),
+                            layer, inputs.number(opacity, "the heatmap opacity", 0, 1),
+                            {p.name: v for p, v in zip(PAGE_PARAMS, values)})
+
+
+def detail_controls(store, method, target, selected) -> tuple[dict, Controls]:
+    """The gallery detail's inputs, checked: ``(source, Controls)``; PreventUpdate when no image is selected."""
+    chosen = inputs.selected_image(store, selected)
+    if chosen is None:
+        raise PreventUpdate
+    return {"kind": "test", "run": selected["run"], "index": chosen[1]}, Controls(
+        inputs.one_of(method, METHODS, "method"), inputs.one_of(target, ("pred", "true", "contrast"), "target"))
+
+
+def job_controls(label: str, button: str, prefix: str) -> html.Div:
+    """The toolbar :func:`register_job_button` drives: the button, ``{prefix}-progress``, ``-status``, ``-poll``."""
+    return html.Div(className="toolbar", children=[
+        html.Button(label, id=button, n_clicks=0),
+        html.Progress(id=f"{prefix}-progress", value="0", max="100", style={"width": "200px"}),
+        html.Span(id=f"{prefix}-status", className="hint"),
+        dcc.Interval(id=f"{prefix}-poll", interval=2000, disabled=True),
+    ])
 
 
 def job_view(status) -> tuple[bool, str, str, str, bool]:

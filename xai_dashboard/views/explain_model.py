@@ -13,6 +13,8 @@ dashboard then serves its first page ~2 s sooner, before torch has loaded.
 from __future__ import annotations
 
 import base64
+import io
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,14 +22,16 @@ import plotly.graph_objects as go
 
 from .. import uploads
 from ..explain_spec import Settings, layer_shape, parse_target
-from ..methods import METHODS
-from ..overlay import data_url, image_png, overlay_png
+from ..figures import colorbar_figure
+from ..images import DETAIL_SIZE
+from ..methods import METHODS, draws_signed
+from ..overlay import DEFAULT_COLORMAP, DIVERGING, data_url, image_png, map_range, overlay_png
 
 
 @dataclass
 class Controls:
     method: str = "gradcam"
-    target: str = "pred"       # "pred", "true" or a class index as text
+    target: str = "pred"       # "pred", "true", a class index as text, or "contrast" (why pred rather than other)
     layer: str | None = None   # Grad-CAM layer; None = the run's default
     opacity: float = 0.5
     params: dict = field(default_factory=dict)  # registry parameter name -> value (None or absent: its default)
@@ -51,8 +55,69 @@ def method_options(unavailable: dict[str, str] | None = None) -> list[dict]:
 def _shown(method) -> str:
     """What the map of ``method`` shows, for its tooltip."""
     if method.signed:
-        return f"{method.label}: signed attribution, shown as {method.shown_as}"
-    return f"{method.label}: {method.shown_as or 'non-negative map'}"
+        return f"{method.label}: signed attribution, red where it speaks for the class, blue where against"
+    return f"{method.label}: {method.shown_as or 'non-negative map'}, relative to its maximum"
+
+
+def ignored_because(method: str) -> dict[str, str]:
+    """The page's controls ``method`` does not read -> why, for their tooltips: the layer (from the
+    registry's ``needs_layer``) and the parameters other methods declare."""
+    m = METHODS[method]
+    out = {} if m.needs_layer else {
+        "layer": f"{m.label} does not use a layer: it attributes the input pixels directly"}
+    mine = {p.name for p in m.params}
+    for other in METHODS.values():
+        for p in other.params:
+            if p.name not in mine:
+                users = [o.label for o in METHODS.values() if p in o.params]
+                out[p.name] = f"{p.label} is used by {' and '.join(users)} only, not by {m.label}"
+    return out
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One map as drawn: ``caption`` in words; ``heat`` float32 ``(H, W)``, in [0, 1] (relative) or, when
+    ``signed`` (:func:`..methods.draws_signed`), with its sign and magnitude; its overlay ``png``; and
+    ``legend``, the title of its colour bar."""
+
+    caption: str
+    heat: np.ndarray
+    signed: bool
+    png: bytes
+    legend: str
+
+    @property
+    def src(self) -> str:
+        return data_url(self.png)
+
+    def colorbar(self, length: int = DETAIL_SIZE, horizontal: bool = False) -> go.Figure:
+        """The colour bar that reads this overlay: ``±max|a|`` on the diverging scale, or [0, 1]."""
+        lo, hi = map_range(self.heat, self.signed)
+        return colorbar_figure(lo, hi, DIVERGING if self.signed else DEFAULT_COLORMAP, self.legend, self.signed,
+                               length, horizontal)
+
+
+_ROLES = {"pred": "the predicted class", "true": "the true class", "runner-up": "the runner-up"}
+
+
+def target_words(spec: str, target, names: list[str], pred: int, true: int | None) -> str:
+    """What a map explains, in words: "for the predicted class, dog", "for class 3, cat (the true
+    class)", or for a pair "why dog rather than cat"; ``spec`` is the target as chosen (a role or an index)."""
+    if isinstance(target, tuple):
+        return f"why {names[target[0]]} rather than {names[target[1]]}"
+    if spec in _ROLES:
+        return f"for {_ROLES[spec]}, {names[target]}"
+    role = "pred" if target == pred else "true" if target == true else None
+    return f"for class {target}, {names[target]}" + (f" ({_ROLES[role]})" if role else "")
+
+
+def legend(signed: bool, target, names: list[str]) -> str:
+    """A colour bar's title: what its colours and numbers mean."""
+    if not signed:
+        return "attribution, relative (1 = this map's maximum)"
+    if isinstance(target, tuple):
+        return f"signed: + for {names[target[0]]}, − for {names[target[1]]}"
+    return f"signed: + for {names[target]}, − against"
 
 
 @dataclass
@@ -65,10 +130,15 @@ class Panel:
     pred: int | None = None
     true: int | None = None
     input_src: str = ""
-    overlay_src: str = ""
+    overlay: Shown | None = None
     description: str = ""
-    contrast: list[tuple[str, str]] = field(default_factory=list)  # (caption, data URL)
+    contrast: list[Shown] = field(default_factory=list)  # predicted, other, why predicted rather than other
     error: str = ""
+    stem: str = ""  # what exported files of ``overlay`` are called (:func:`export_stem`)
+
+    @property
+    def overlay_src(self) -> str:
+        return self.overlay.src if self.overlay else ""
 
 
 def upload_to_source(contents: str | None, filename: str | None, run, max_bytes: int | None = None
@@ -111,14 +181,18 @@ def source_image(store, source: dict) -> tuple[object, np.ndarray, int | None, s
     return run, run.images[index], index, f"Test image #{index} (true class: {names[int(run.labels[index])]})"
 
 
-def heatmap(run, image, index: int | None, target, settings: Settings, cache) -> np.ndarray:
-    """Test images go through gradcam.npz when it has the answer; uploads are computed (and cached)."""
+def heatmap(run, image, index: int | None, target, settings: Settings, cache, signed: bool = False) -> np.ndarray:
+    """Test images go through gradcam.npz when it has the answer; uploads are computed (and cached).
+    ``signed``: the map with its sign and magnitude (:func:`..explain.attribute`), else in [0, 1]."""
     from .. import explain
     from ..precompute import test_image_map
 
     if index is not None:
-        return test_image_map(run, index, target, settings, cache)
-    return explain.explain_image(run, image, target, settings, cache)
+        return test_image_map(run, index, target, settings, cache, signed)
+    return explain.explain_image(run, image, target, settings, cache, signed)
+
+
+CONTRAST_SIZE = 160  # px of each contrast tile
 
 
 def build_panel(store, source: dict | None, controls: Controls, cache=None, contrast: bool = True) -> Panel:
@@ -132,29 +206,51 @@ def build_panel(store, source: dict | None, controls: Controls, cache=None, cont
         settings = controls.settings().resolved(run.meta)
         if index is not None:
             probs = run.probs[index]
-        elif controls.target == "pred":  # Grad-CAM of a new upload: prediction and map in one pass
-            probs = explain.explain_predicted(run, image, settings, cache)[0]
+        elif controls.target == "pred" and not METHODS[settings.method].signed:
+            probs = explain.explain_predicted(run, image, settings, cache)[0]  # Grad-CAM: one pass for both
         else:
             probs = explain.predict(run, image, cache)
         pred = int(np.argmax(probs))
         true = int(run.labels[index]) if index is not None else None
-        target = parse_target(controls.target, run.class_names, pred, true)
-        maps = lambda t: heatmap(run, image, index, t, settings, cache)  # noqa: E731
-        alpha = float(controls.opacity)
         names = run.class_names
         # "why pred rather than X": X is the true class for a mistake, else the runner-up
         other = true if true is not None and true != pred else int(np.argsort(-probs)[1])
-        why = "true class" if other == true else "runner-up"
-        pairs = [(f"predicted: {names[pred]}", pred), (f"{why}: {names[other]}", other),
-                 (f"why {names[pred]} rather than {names[other]} (logit difference)", (pred, other))]
+        spec = controls.target
+        target = (pred, other) if spec == "contrast" else parse_target(spec, names, pred, true)
+        label = METHODS[settings.method].label
+
+        def draw(spec, t, size=DETAIL_SIZE) -> Shown:
+            signed = draws_signed(settings.method, t)
+            heat = heatmap(run, image, index, t, settings, cache, signed)
+            caption = f"{label}{':' if isinstance(t, tuple) else ''} {target_words(spec, t, names, pred, true)}"
+            return Shown(caption, heat, signed, overlay_png(image, heat, float(controls.opacity), size, signed=signed),
+                         legend(signed, t, names))
+
+        why = "true" if other == true else "runner-up"
+        tiles = [draw("pred", pred, CONTRAST_SIZE), draw(why, other, CONTRAST_SIZE),
+                 draw("contrast", (pred, other), CONTRAST_SIZE)] if contrast else []
         return Panel(
             label=f"Predicted: {names[pred]} ({probs[pred]:.1%})", probs=np.asarray(probs), class_names=names,
-            pred=pred, true=true, input_src=data_url(image_png(image)),
-            overlay_src=data_url(overlay_png(image, maps(target), alpha)), description=description,
-            contrast=[(caption, data_url(overlay_png(image, maps(t), alpha, 160)))
-                      for caption, t in (pairs if contrast else [])])
+            pred=pred, true=true, input_src=data_url(image_png(image)), overlay=draw(spec, target),
+            description=description, contrast=tiles, stem=export_stem(source, settings.method, target, names))
     except (KeyError, ValueError) as e:  # ExplainError and UploadError are ValueErrors
         return Panel(error=str(e.args[0]) if e.args else str(e))
+
+
+def export_stem(source: dict, method: str, target, names: list[str]) -> str:
+    """``RUN_test12_gradcam_dog`` / ``RUN_upload-cat.jpg_saliency_dog-vs-cat``: run, image, method, target
+    (a pair as "a-vs-b"), in characters that are safe in any file system."""
+    image = f"test{source['index']}" if source.get("kind") == "test" else f"upload-{source.get('name', '')}"
+    aim = "-vs-".join(names[t] for t in target) if isinstance(target, tuple) else names[target]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join([str(source["run"]), image, method, aim]))[:150]
+
+
+def export_files(panel: Panel) -> dict[str, bytes]:
+    """The panel's overlay as files: ``STEM.png`` (as drawn) and ``STEM.npy``, the map float32 ``(H, W)``
+    at the network's input resolution (in [0, 1], or signed in the method's units)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(panel.overlay.heat, dtype=np.float32), allow_pickle=False)
+    return {f"{panel.stem}.png": panel.overlay.png, f"{panel.stem}.npy": buffer.getvalue()}
 
 
 def probabilities_figure(probs: np.ndarray, class_names: list[str], pred: int, true: int | None) -> go.Figure:

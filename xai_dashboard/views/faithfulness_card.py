@@ -16,13 +16,14 @@ from dash import Input, Output, ctx, dcc, html
 from .. import inputs
 from ..cache import explain_cache
 from ..explain_spec import parse_target
+from ..figures import GRAPH_CONFIG
 from ..methods import METHODS, all_params
 from . import scoreboard_table
 from .explain_model import Controls, heatmap, source_image
 
 TAB = "explain"  # the explanations view's tab (views/explain.py imports this module)
 PAGE_PARAMS = [p for p in all_params().values() if p.in_page]  # the explanations view's "xp-param-<name>"
-_GRAPH = {"displayModeBar": False}
+_GRAPH = GRAPH_CONFIG
 PROMPT = "Press “Score this map” to measure how faithful it is (about 680 model passes at 32 px)."
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import dash_ag_grid as dag
 from dash import Input, Output, State, dcc, html
 
-from .. import analysis, export, figures, inputs, summaries
+from .. import analysis, corrected, export, figures, inputs
 
 TITLE = "Overview"
-_GRAPH = {"displayModeBar": False}
+_GRAPH = figures.GRAPH_CONFIG
 _3F = {"function": "d3.format('.3f')(params.value)"}
 # Sorting happens in the browser on rows already sent: at most a few hundred classes, so paging
 # the table there costs nothing on the server.
@@ -132,7 +132,7 @@ def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_js
     Dicts rather than ``go.Figure``: a cached dict is serialised for each page load
     without re-validating anything.
     """
-    s = summaries.summary(p, names, run_dir)
+    s = corrected.summary_for(p, names, run_dir)  # the stored summary, or the reviewed labels'
     return tuple(f.to_dict() for f in (
         figures.class_metrics_figure(s.per_class), figures.history_figure(json.loads(history_json)),
         figures.roc_figure(s.curves, list(names)), figures.pr_figure(s.curves, list(names)),
@@ -140,9 +140,10 @@ def overview_figures(p: analysis.Predictions, names: tuple[str, ...], history_js
     ))
 
 
-def _figures_of(run) -> tuple[dict, ...]:
-    return overview_figures(analysis.predictions_of(run), tuple(run.class_names), json.dumps(run.run.history),
-                            Path(run.run.path))
+def _figures_of(run, p: analysis.Predictions | None = None) -> tuple[dict, ...]:
+    """``p``: the run's predictions scored on the chosen label set (default: the original labels)."""
+    return overview_figures(analysis.predictions_of(run) if p is None else p, tuple(run.class_names),
+                            json.dumps(run.run.history), Path(run.run.path))
 
 
 def warm_up(store) -> None:
@@ -156,14 +157,14 @@ def register_callbacks(app, store) -> None:
         Output("overview-cards", "children"), Output("class-table", "rowData"),
         Output("class-bars", "figure"), Output("history-graph", "figure"), Output("roc-graph", "figure"),
         Output("pr-graph", "figure"), Output("reliability-graph", "figure"), Output("timings", "children"),
-        Input("run-select", "value"),
+        Input("run-select", "value"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"),
     )
     @inputs.guarded(inputs.hint, inputs.constant([]), inputs.constant([]), inputs.constant([]),
                     *[inputs.figure] * 5, inputs.hint)
-    def update_overview(run_name):
+    def update_overview(run_name, label_set, _reviews_saved):
         run = inputs.run_of(store, run_name)
         names = run.class_names
-        s = summaries.summary_of(run)
+        p, s, label_note = corrected.scored(run, inputs.label_set(label_set))
         meta = run.meta
         info = (f"{run.name}: {meta['arch']} on {meta['dataset']['name']} "
                 f"({meta['dataset']['num_test']:,} test images, {len(names)} classes"
@@ -173,17 +174,18 @@ def register_callbacks(app, store) -> None:
                                                          html.Div(hint, className="hint")])
                  for label, value, hint in metric_cards(s.overall, names)]
         warnings = [html.Div(w, className="warning", role="alert")
-                    for w in model_warnings(s.overall, s.per_class, names)]
+                    for w in model_warnings(s.overall, s.per_class, names) + [label_note] * bool(label_note)]
         rows = timing_rows(meta)
         timings = html.Table(className="kv", children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows]) \
             if rows else html.P("This run recorded no timings.", className="hint")
-        return (info, warnings, cards, s.per_class, *_figures_of(run), timings)
+        return (info, warnings, cards, s.per_class, *_figures_of(run, p), timings)
 
     @app.callback(Output("class-download", "data"), Output("class-export-note", "children"),
-                  Input("class-export", "n_clicks"), State("run-select", "value"), prevent_initial_call=True)
+                  Input("class-export", "n_clicks"), State("run-select", "value"), State(corrected.SWITCH, "value"),
+                  prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def export_classes(_clicks, run_name):
-        """The per-class table as CSV, unrounded (the grid shows three decimals)."""
+    def export_classes(_clicks, run_name, label_set):
+        """The per-class table as CSV, unrounded (the grid shows three decimals), on the chosen labels."""
         run = inputs.run_of(store, run_name)
-        frame = export.per_class_frame(summaries.summary_of(run).per_class)
+        frame = export.table_frame(corrected.scored(run, inputs.label_set(label_set))[1].per_class)
         return export.download(frame, export.filename(run.name, "per-class")), ""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
-from dash import Input, Output, dcc, html
+from dash import ClientsideFunction, Input, Output, dcc, html
 import dash_ag_grid as dag
 
-from .. import inputs
+from .. import export, inputs
 from ..methods import METHODS
 from ..scoreboard_file import SCOREBOARD, load_scoreboard, table_rows
 
@@ -35,22 +35,22 @@ def columns() -> list[dict]:
 
 
 def section() -> html.Details:
+    from .explain import job_controls  # explain imports this module
+
     return html.Details(style={"marginTop": "12px"}, children=[
         html.Summary("Scoreboard: every method on a sample of test images"),
         html.Div(className="toolbar", children=[
             dcc.Dropdown(id="xp-board-class", value="all", clearable=False, style={"width": "220px"},
                          options=[{"label": "all classes", "value": "all"}]),
+            html.Button("Download CSV", id="xp-board-export", n_clicks=0, className="export",
+                        title="the table as shown (AG Grid writes it in the browser)"),
         ]),
         html.Div(id="xp-board-note", className="hint", role="status"),
-        html.Div(className="toolbar", children=[
-            html.Button("Compute / continue the scoreboard (1,000 images)", id="xp-board-compute", n_clicks=0),
-            html.Progress(id="xp-board-progress", value="0", max="100", style={"width": "200px"}),
-            html.Span(id="xp-board-status", className="hint"),
-            dcc.Interval(id="xp-board-poll", interval=2000, disabled=True),
-        ]),
+        job_controls("Compute / continue the scoreboard (1,000 images)", "xp-board-compute", "xp-board"),
         dag.AgGrid(id="xp-board-grid", columnDefs=columns(), rowData=[],
                    defaultColDef={"sortable": True, "resizable": True, "minWidth": 90},
-                   dashGridOptions={"domLayout": "autoHeight"}, className="scoreboard-table"),
+                   dashGridOptions={"domLayout": "autoHeight"}, className="scoreboard-table",
+                   csvExportParams={"fileName": "scoreboard.csv"}),
     ])
 
 
@@ -85,11 +85,15 @@ def note(data: dict | None, problem: str, class_name: str | None) -> str:
 
 
 def register_callbacks(app, store) -> None:
+    # the grid's own CSV export, of the rows as sorted on the page: no request
+    app.clientside_callback(ClientsideFunction("xai", "exportGrid"), Output("xp-board-grid", "exportDataAsCsv"),
+                            Input("xp-board-export", "n_clicks"), prevent_initial_call=True)
+
     @app.callback(Output("xp-board-grid", "rowData"), Output("xp-board-note", "children"),
-                  Output("xp-board-class", "options"),
+                  Output("xp-board-class", "options"), Output("xp-board-grid", "csvExportParams"),
                   Input("run-select", "value"), Input("xp-board-class", "value"), Input("view-tabs", "value"),
                   Input("xp-board-status", "children"))
-    @inputs.guarded(inputs.constant([]), inputs.hint, inputs.keep)
+    @inputs.guarded(inputs.constant([]), inputs.hint, inputs.keep, inputs.keep)
     def board(run_name, label, tab, _job):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
@@ -97,10 +101,11 @@ def register_callbacks(app, store) -> None:
         label = None if label in (None, "all") else inputs.class_index(label, len(names))
         options = [{"label": "all classes", "value": "all"}] + [{"label": n, "value": i} for i, n in enumerate(names)]
         data, problem = load_scoreboard(run.run.path, run.meta)
+        csv = {"fileName": export.filename(run.name, "scoreboard", "all" if label is None else names[label])}
         if data is None:
-            return [], note(None, problem or f"{SCOREBOARD.name}: absent", None), options
+            return [], note(None, problem or f"{SCOREBOARD.name}: absent", None), options, csv
         rows = grid_rows(data, label)
-        return rows, note(data, problem, None if label is None else names[label]), options
+        return rows, note(data, problem, None if label is None else names[label]), options, csv
 
     from .explain import register_job_button
 

@@ -5,27 +5,33 @@ page sends and render. The image being compared is ``dcc.Store(id="sbs-source")`
 :mod:`xai_dashboard.sidebyside`). It is set by this tab's own test-index input and upload, follows
 the errors gallery's ``selected-image``, and by :func:`open_link` buttons that other views place
 (the gallery's image detail, the explanations card): one click sets the source and opens this tab.
+Their clicks reach the server through :data:`LINK` (:mod:`.clicks`: a link drawn while the gallery's
+selection is on its way must not cancel that request).
 """
 from __future__ import annotations
-
-import json
 
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from .. import inputs, uploads
 from ..cache import explain_cache
+from ..figures import colorbar_figure
 from ..images import shown
 from ..methods import METHODS
+from ..overlay import DEFAULT_COLORMAP
+from ..sanity_file import BADGE
 from ..sidebyside import (
     AUC_STEPS, CELL_SIZE, DEFAULT_METHODS, INPUT_SIZE, MAX_METHODS, MAX_RUNS, Grid, Row, build_grid, parse_source,
     test_source, upload_source,
 )
+from . import clicks
 from .explain_model import method_options
+from .map_view import BAR, BAR_HEIGHT
 
 TITLE = "Side by side"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
 OPEN = "sbs-open"  # the ``type`` of every one-click link's pattern-matching id
+LINK = "sbs-link"  # the store their clicks are relayed to (:mod:`.clicks`)
 _IMG = {"imageRendering": "pixelated"}
 
 
@@ -41,6 +47,7 @@ def layout(store) -> html.Div:
     limit = uploads.max_upload_bytes()
     return html.Div(className="view sbs-view", children=[
         dcc.Store(id="sbs-source", data=test_source(store.default, 0)),
+        clicks.store(LINK),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
                 html.H3("One image, every run"),
@@ -89,16 +96,10 @@ def linked_source(store, origin: str, selected, shown_image, contents, filename)
     raise inputs.BadInput(f"unknown link {shown(repr(origin))}")
 
 
-def _clicked_link(triggered: list[dict]) -> str | None:
-    """The ``from`` of an :func:`open_link` really clicked in this round (a new button fires with 0 clicks)."""
-    for t in triggered:
-        prop, value = t["prop_id"].rpartition(".")[0], t.get("value")
-        if prop.startswith("{") and value:
-            try:
-                return str(json.loads(prop).get("from"))
-            except (ValueError, AttributeError):  # a crafted id: not one of our links
-                raise inputs.BadInput(f"unknown link {shown(prop)}") from None
-    return None
+def _clicked_link(fired: list[str], link) -> str | None:
+    """The ``from`` of the :func:`open_link` whose click fired this round (``link``: :data:`LINK`'s data)."""
+    button = clicks.clicked(link, OPEN) if f"{LINK}.data" in fired else None
+    return None if button is None else str(button.get("from"))
 
 
 def source_label(store, source: dict) -> str:
@@ -122,6 +123,8 @@ def _row(row: Row, methods: list[str]) -> html.Tr:
     cells = []
     for cell in row.cells:
         body = [html.Div(row.prediction, className="sbs-pred", title="predicted class (probability)")]
+        if cell.fails_sanity:  # the run's own randomisation check, as on the explanations tab
+            body.append(html.Div(f"⚠ {BADGE}", className="badge sanity-badge", title=cell.fails_sanity))
         if cell.error:
             body.append(html.Div(cell.error, className="sbs-error"))
         else:
@@ -138,8 +141,12 @@ def grid_view(grid: Grid) -> html.Div:
     if not grid.methods or not grid.rows:
         return html.P("Choose at least one run and one method.", className="hint")
     header = html.Tr([html.Th("Run")] + [html.Th(METHODS[m].label, scope="col") for m in grid.methods])
+    # every cell is a relative map drawn alike (:func:`..overlay.overlay_png`): one colour bar reads them all
+    key = colorbar_figure(0, 1, DEFAULT_COLORMAP, "attribution, relative (1 = each map's maximum)", length=320,
+                          horizontal=True)
     return html.Div([
         *[html.P(note, className="hint") for note in grid.notes],
+        dcc.Graph(id="sbs-scale", figure=key, config=BAR, style={"width": "320px", "height": f"{BAR_HEIGHT}px"}),
         html.Table([html.Thead(header), html.Tbody([_row(r, grid.methods) for r in grid.rows])], className="sbs-grid"),
     ])
 
@@ -147,14 +154,14 @@ def grid_view(grid: Grid) -> html.Div:
 def register_callbacks(app, store) -> None:
     @app.callback(Output("sbs-source", "data"), Output("sbs-error", "children"),
                   Output("view-tabs", "value", allow_duplicate=True),
-                  Input({"type": OPEN, "from": ALL}, "n_clicks"), Input("selected-image", "data"),
+                  Input(LINK, "data"), Input("selected-image", "data"),
                   Input("sbs-index", "value"), Input("sbs-upload", "contents"),
                   State("sbs-upload", "filename"), State("run-select", "value"), State("xp-image", "data"),
                   State("upload-image", "contents"), State("upload-image", "filename"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint, inputs.keep)
-    def choose_source(_links, selected, index, contents, filename, run_name, shown_image, xp_contents, xp_filename):
+    def choose_source(link, selected, index, contents, filename, run_name, shown_image, xp_contents, xp_filename):
         fired = ctx.triggered_prop_ids
-        origin = _clicked_link(ctx.triggered)
+        origin = _clicked_link(fired, link)
         if origin is not None:
             return linked_source(store, origin, selected, shown_image, xp_contents, xp_filename), "", TAB
         if "sbs-upload.contents" in fired:
@@ -168,6 +175,8 @@ def register_callbacks(app, store) -> None:
             run = inputs.run_of(store, run_name)
             return test_source(run_name, inputs.index(index, len(run.labels))), "", no_update
         raise PreventUpdate
+
+    clicks.relay(app, {"type": OPEN, "from": ALL}, LINK)
 
     @app.callback(Output("sbs-grid", "children"), Output("sbs-source-label", "children"),
                   Input("sbs-source", "data"), Input("sbs-runs", "value"), Input("sbs-methods", "value"),

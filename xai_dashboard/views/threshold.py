@@ -21,7 +21,7 @@ from .. import export, figures, inputs, summaries, thresholds
 TITLE = "Threshold"
 TAB = __name__.rpartition(".")[2]
 STEP = 0.0001  # slider resolution; chosen thresholds are snapped onto it only when that changes nothing
-_GRAPH = {"displayModeBar": False}
+_GRAPH = figures.GRAPH_CONFIG
 _BLANK = figures.placeholder(380)
 
 

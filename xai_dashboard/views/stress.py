@@ -1,0 +1,324 @@
+"""Stress test: the run's accuracy under 14 common corruptions x 5 severities (``stress.npz``,
+:mod:`..stress_file`) as a heatmap, with the mean corruption accuracy and its drop from clean, over all
+test images or one true class. Clicking a cell lists the images that corruption breaks at that severity
+(right when clean, wrong when corrupted) as clean | corrupted pairs, the corrupted image regenerated
+for just the shown page; each pair's Grad-CAMs (clean and corrupted, each for its prediction) are one
+click away. Also the two runs' heatmaps and their difference for "Compare runs" (:func:`compare_card`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from plotly.subplots import make_subplots
+
+from .. import analysis, inputs
+from ..figures import GRAPH_CONFIG, _base, empty_figure, placeholder
+from ..images import THUMB_SIZE, encode_png, image_url, to_hwc, upscale
+from ..overlay import data_url
+from ..stress_file import SEVERITIES, STRESS, accuracy_table, broken, corrupted_test_images, load_stress, summary
+from .explain import job_controls, register_job_button
+
+TITLE = "Stress test"
+TAB = __name__.rpartition(".")[2]
+PAIRS_PER_PAGE = 24
+_GRAPH = GRAPH_CONFIG
+_COLUMNS = [str(s) for s in SEVERITIES] + ["mean"]
+_PAIR_GRID = {"display": "grid", "gridTemplateColumns": "repeat(auto-fill, minmax(236px, 1fr))", "gap": "10px"}
+_IMG = {"imageRendering": "pixelated", "display": "block"}
+SCOPE = ("Corruptions of Hendrycks & Dietterich (ICLR 2019) with their CIFAR-10-C parameters: the 14 that need "
+         "no external images (glass blur, snow and frost are left out, Gaussian blur and saturate added), "
+         "so the mean is not the 15-corruption CIFAR-10-C mean.")
+
+
+def layout(store) -> html.Div:
+    return html.Div(className="view stress-view", children=[
+        dcc.Store(id="stress-cell"), dcc.Store(id="stress-page", data=0),
+        html.Div(className="card", children=[
+            html.Div(className="toolbar", children=[
+                html.H3("Accuracy under common corruptions"),
+                dcc.Dropdown(id="stress-class", value="all", clearable=False, style={"width": "220px"},
+                             options=[{"label": "all classes", "value": "all"}]),
+            ]),
+            html.P(id="stress-summary"),
+            html.Div(id="stress-note", className="hint", role="status"),
+            job_controls("Compute / continue the stress test", "stress-compute", "stress"),
+            dcc.Graph(id="stress-heatmap", config=_GRAPH, figure=placeholder(560)),
+            html.P(SCOPE + " Click a cell for the images that corruption breaks.", className="hint"),
+        ]),
+        html.Div(className="card", children=[
+            html.Div(className="toolbar", children=[
+                html.H3(id="stress-pairs-title", children="Images a corruption breaks"),
+                html.Div(className="pager", children=[
+                    html.Button("‹ Prev", id="stress-prev", n_clicks=0),
+                    html.Span("1 / 1", id="stress-page-label"),
+                    html.Button("Next ›", id="stress-next", n_clicks=0),
+                ]),
+            ]),
+            html.Div(id="stress-cam", className="row"),
+            html.Div(id="stress-pairs", style=_PAIR_GRID),
+        ]),
+    ])
+
+
+def _grid(table: dict) -> np.ndarray:
+    """``(C + 1, S + 1)``: accuracies with each corruption's mean in the last column and each severity's
+    mean (and the overall mean) in the last row."""
+    acc = np.array(list(table["corruptions"].values()), dtype=np.float64).reshape(-1, len(SEVERITIES))
+    full = np.column_stack([acc, acc.mean(1)])
+    return np.vstack([full, full.mean(0)])
+
+
+def _heatmap(z: np.ndarray, names: list[str], *, diff: bool = False, showscale: bool = True) -> go.Heatmap:
+    text = [[f"{100 * v:+.1f}" if diff else f"{100 * v:.1f}" for v in row] for row in z]
+    style = dict(colorscale="RdBu", zmid=0) if diff else dict(colorscale="RdYlGn", zmin=0, zmax=1)
+    return go.Heatmap(z=z, x=_COLUMNS, y=names, text=text, texttemplate="%{text}",
+                      hovertemplate="%{y}, severity %{x}: %{text} %<extra></extra>", showscale=showscale,
+                      colorbar=dict(title="Δ acc" if diff else "accuracy", tickformat=".0%"), **style)
+
+
+def heatmap_figure(table: dict, title: str) -> go.Figure:
+    """Accuracy, corruption x severity (rows named by corruption, columns "1" .. "5"), with the means as a
+    last column and row (both named "mean")."""
+    names = [*table["corruptions"], "mean"]
+    fig = go.Figure(_heatmap(_grid(table), names))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title="severity", type="category")
+    return _base(fig, title, height=560)
+
+
+def compare_figure(table_a: dict, table_b: dict, name_a: str, name_b: str) -> go.Figure:
+    """The two runs' heatmaps side by side and B - A (the corruptions both have)."""
+    shared = [n for n in table_a["corruptions"] if n in table_b["corruptions"]]
+    grids = [_grid({**t, "corruptions": {n: t["corruptions"][n] for n in shared}}) for t in (table_a, table_b)]
+    names = [*shared, "mean"]
+    fig = make_subplots(1, 3, shared_yaxes=True, horizontal_spacing=0.1,
+                        subplot_titles=[f"A: {name_a}", f"B: {name_b}", "B − A (points)"])
+    fig.add_trace(_heatmap(grids[0], names, showscale=False), 1, 1)
+    fig.add_trace(_heatmap(grids[1], names), 1, 2)
+    fig.add_trace(_heatmap(grids[1] - grids[0], names, diff=True), 1, 3)
+    fig.data[1].colorbar.update(x=0.64, xanchor="left", thickness=12)  # in the gap before the difference
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _base(fig, "", height=560)
+
+
+def summary_text(data: dict, table: dict, class_name: str | None) -> str:
+    s, cfg = summary(table), data["config"]
+    scope = f"the {table['images']:,} '{class_name}' images among " if class_name else ""
+    return (f"Clean accuracy {s['clean']:.2%}; mean corruption accuracy {s['mean']:.2%} "
+            f"({len(table['corruptions'])} corruptions × {len(SEVERITIES)} severities), a relative drop of "
+            f"{s['relative_drop']:.1%} from clean. On {scope}{len(data['index']):,} test images, "
+            f"{cfg['precision']} inference, noise seed {cfg['seed']}.")
+
+
+def missing_text(run, problem: str) -> str:
+    return (f"No stress test for {run.name} yet ({problem}). It is computed by "
+            f"`xai-dashboard precompute stress {run.run.path}` or the button below: every test image under "
+            f"{len(SEVERITIES)} severities of each corruption (cifar10-fast: ~15 minutes on 2 CPU cores).")
+
+
+def clicked_cell(click, corruptions: list[str]) -> dict | None:
+    """A heatmap click (its point's ``y`` names the corruption, ``x`` the severity) -> ``{"corruption",
+    "severity"}``; None for a mean cell; BadInput if malformed."""
+    try:
+        point = click["points"][0]
+        name, column = point["y"], point["x"]
+    except (TypeError, KeyError, IndexError):
+        raise inputs.BadInput("the heatmap click carries no cell") from None
+    if name == "mean" or column == "mean":
+        return None
+    column = inputs.one_of(str(column) if isinstance(column, int) else column, _COLUMNS[:-1], "severity")
+    return {"corruption": inputs.one_of(name, corruptions, "corruption"), "severity": int(column)}
+
+
+def stored_cell(value, corruptions: list[str]) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise inputs.BadInput("the chosen cell is malformed")
+    return clicked_cell({"points": [{"y": value.get("corruption"), "x": value.get("severity")}]}, corruptions)
+
+
+def _label(value, k: int) -> int | None:
+    return None if value in (None, "all") else inputs.class_index(value, k)
+
+
+def pair_item(run, data: dict, pos: int, corrupted: np.ndarray, c: int, s: int, prefix: str) -> html.Div:
+    """One clean | corrupted pair: test image ``data["index"][pos]`` and its corrupted ``(C, H, W)``."""
+    names, i, t = run.class_names, int(data["index"][pos]), int(data["label"][pos])
+    pc, pk = int(data["clean_pred"][pos]), int(data["pred"][c, s - 1, pos])
+    src = data_url(encode_png(upscale(to_hwc(corrupted), THUMB_SIZE)))
+    clean = image_url(prefix, run.name, i, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
+
+    def tile(url, what, pred, prob, right):
+        return html.Figure(style={"margin": 0}, children=[
+            html.Img(src=url, width=THUMB_SIZE, height=THUMB_SIZE, alt=f"{what} test image {i}", style=_IMG),
+            html.Figcaption(className="caption stacked", children=[
+                html.Span(what, className="hint"),
+                html.Span(names[pred], className="lbl-pred " + ("right" if right else "wrong")),
+                html.Span(f"p({names[t]}) {prob:.0%}", className="conf", title="probability of the true class")])])
+
+    return html.Div(className="gallery-item stress-pair", title=f"test image #{i}, true class {names[t]}",
+                    **{"data-index": i, "data-label": t, "data-clean-pred": pc, "data-corrupted-pred": pk},
+                    children=[
+        html.Div(style={"display": "flex", "gap": "6px", "justifyContent": "center"}, children=[
+            tile(clean, "clean", pc, float(data["clean_prob"][pos]), pc == t),
+            tile(src, "corrupted", pk, float(data["prob"][c, s - 1, pos]), pk == t)]),
+        html.Button("Grad-CAM of both", id={"type": "stress-cam-open", "index": i}, n_clicks=0)])
+
+
+def _evaluated(data: dict) -> list[str]:
+    """The corruptions the (possibly unfinished) file holds."""
+    return data["config"]["corruptions"][:len(data["pred"])]
+
+
+def pairs_page(run, data: dict, cell: dict, label: int | None, page: int, prefix: str) -> tuple[list, str, int, str]:
+    """(pair items, title, page, "page / pages") of the images ``cell`` breaks, of true class ``label`` if given."""
+    name, s = cell["corruption"], cell["severity"]
+    hits = broken(data, name, s, label)
+    shown, page, pages = analysis.page_of(hits, page, PAIRS_PER_PAGE)
+    title = (f"{len(hits):,} images {name.replace('_', ' ')} at severity {s} breaks "
+             "(right when clean, wrong when corrupted)")
+    if not len(shown):
+        return [html.P("None: every image right when clean stays right.", className="hint")], title, 0, "1 / 1"
+    index = data["index"][shown]
+    corrupted = corrupted_test_images(run.images[index], index, name, s, data["config"]["seed"])
+    c = data["config"]["corruptions"].index(name)
+    items = [pair_item(run, data, p, img, c, s, prefix) for p, img in zip(shown.tolist(), corrupted)]
+    return items, title, page, f"{page + 1} / {pages}"
+
+
+def register_callbacks(app, store) -> None:
+    @app.callback(Output("stress-heatmap", "figure"), Output("stress-summary", "children"),
+                  Output("stress-note", "children"), Output("stress-class", "options"),
+                  Input("run-select", "value"), Input("stress-class", "value"), Input("view-tabs", "value"),
+                  Input("stress-status", "children"))
+    @inputs.guarded(inputs.figure, inputs.constant(""), inputs.hint, inputs.keep)
+    def heatmap(run_name, label, tab, _job):
+        inputs.shown(tab, TAB)
+        run = inputs.run_of(store, run_name)
+        names = run.class_names
+        options = [{"label": "all classes", "value": "all"}] + [{"label": n, "value": i} for i, n in enumerate(names)]
+        label = _label(label, len(names))
+        data, note = load_stress(run.run.path, run.meta)
+        if data is None:
+            return empty_figure("no stress test for this run", height=560), "", missing_text(run, note), options
+        if len(data["pred"]) == 0:
+            return empty_figure("no corruption evaluated yet", height=560), "", note, options
+        table = accuracy_table(data, label)
+        scope = "all classes" if label is None else f"true class '{names[label]}'"
+        return (heatmap_figure(table, f"{run.name}: accuracy (%), {scope}"),
+                summary_text(data, table, None if label is None else names[label]), note, options)
+
+    @app.callback(Output("stress-cell", "data"), Input("stress-heatmap", "clickData"), Input("run-select", "value"),
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.constant(None))
+    def choose(click, run_name):
+        """A clicked severity cell (a mean cell keeps the current one); none after a run switch."""
+        if ctx.triggered_id == "run-select" or click is None:
+            return None
+        data = _stress_of(inputs.run_of(store, run_name))
+        return clicked_cell(click, _evaluated(data)) or no_update
+
+    _register_pairs(app, store)
+    register_job_button(app, store, "stress", "stress-compute", "stress")
+
+
+def _stress_of(run) -> dict:
+    data, note = load_stress(run.run.path, run.meta)
+    if data is None:
+        raise inputs.BadInput(missing_text(run, note))
+    return data
+
+
+def _register_pairs(app, store) -> None:
+    prefix = app.config.requests_pathname_prefix
+    untitled = "Images a corruption breaks"
+
+    @app.callback(Output("stress-pairs", "children"), Output("stress-pairs-title", "children"),
+                  Output("stress-page", "data"), Output("stress-page-label", "children"),
+                  Input("stress-cell", "data"), Input("stress-class", "value"), Input("run-select", "value"),
+                  Input("view-tabs", "value"), Input("stress-prev", "n_clicks"), Input("stress-next", "n_clicks"),
+                  State("stress-page", "data"))
+    @inputs.guarded(inputs.hint, inputs.constant(untitled), inputs.constant(0), inputs.constant("1 / 1"))
+    def pairs(cell, label, run_name, tab, _prev, _next, page):
+        inputs.shown(tab, TAB)
+        run = inputs.run_of(store, run_name)
+        data = _stress_of(run)
+        cell = stored_cell(cell, _evaluated(data))
+        if cell is None:
+            return html.P("Click a severity cell of the heatmap.", className="hint"), untitled, 0, "1 / 1"
+        step = {"stress-prev": -1, "stress-next": 1}.get(ctx.triggered_id)
+        page = inputs.page(page) + step if step else 0  # a new cell, class or run starts on the first page
+        return pairs_page(run, data, cell, _label(label, len(run.class_names)), page, prefix)
+
+    @app.callback(Output("stress-cam", "children"), Input({"type": "stress-cam-open", "index": ALL}, "n_clicks"),
+                  State("stress-cell", "data"), State("run-select", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.hint)
+    def gradcam(clicks, cell, run_name):
+        if not ctx.triggered_id or not any(clicks or []):  # the buttons of a new page were drawn
+            return no_update
+        run = inputs.run_of(store, run_name)
+        index = inputs.index(ctx.triggered_id.get("index"), len(run.labels))
+        data = _stress_of(run)
+        cell = stored_cell(cell, _evaluated(data))
+        if cell is None:
+            raise inputs.BadInput("choose a heatmap cell first")
+        return gradcam_pair(run, index, cell["corruption"], cell["severity"], data["config"]["seed"])
+
+
+def gradcam_pair(run, index: int, corruption: str, severity: int, seed: int) -> list:
+    """Grad-CAM overlays of test image ``index`` clean and corrupted, each for the class the model predicts."""
+    from .. import explain
+    from ..cache import explain_cache
+    from ..explain_spec import Settings
+    from ..overlay import overlay_png
+
+    clean = np.asarray(run.images[index])
+    corrupted = corrupted_test_images(clean[None], [index], corruption, severity, seed)[0]
+    tiles = []
+    for what, image in (("clean", clean), (f"{corruption.replace('_', ' ')}, severity {severity}", corrupted)):
+        probs, heat = explain.explain_predicted(run, image, Settings("gradcam"), explain_cache())
+        k = int(probs.argmax())
+        tiles.append(html.Figure(style={"margin": "0 12px 8px 0"}, children=[
+            html.Img(src=data_url(overlay_png(image, heat, 0.5, 160)), width=160, height=160, style=_IMG,
+                     alt=f"Grad-CAM of the {what} image", className="stress-cam-overlay"),
+            html.Figcaption(f"{what}: Grad-CAM for {run.class_names[k]} ({probs[k]:.0%})", className="hint")]))
+    return [html.H4(f"Test image #{index}", style={"width": "100%", "margin": "0 0 6px"}), *tiles]
+
+
+def compare_card() -> html.Div:
+    """The "Compare runs" card: both runs' heatmaps and their difference (:func:`register_compare`)."""
+    return html.Div(className="card", children=[
+        html.H3("Accuracy under common corruptions (stress test)"),
+        html.Div(id="compare-stress-note", className="hint", role="status"),
+        dcc.Graph(id="compare-stress", config=_GRAPH, figure=placeholder(560))])
+
+
+def register_compare(app, store) -> None:
+    @app.callback(Output("compare-stress", "figure"), Output("compare-stress-note", "children"),
+                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"))
+    @inputs.guarded(inputs.figure, inputs.hint)
+    def compare(a, b, tab):
+        inputs.shown(tab, "compare")
+        ra = inputs.run_of(store, a)
+        if b is None:
+            return empty_figure("Nothing to compare", height=560), ""
+        rb = inputs.run_of(store, b)
+        if rb.name not in store.comparable(ra.name):
+            raise inputs.BadInput(f"runs {ra.name!r} and {rb.name!r} were not evaluated on the same test images")
+        tables, missing = [], []
+        for run in (ra, rb):
+            data, note = load_stress(run.run.path, run.meta)
+            if data is None or len(data["pred"]) == 0:
+                missing.append(f"{run.name}: `xai-dashboard precompute stress {run.run.path}` ({note or 'empty'})")
+            else:
+                tables.append(accuracy_table(data))
+        if missing:
+            return empty_figure("a stress test is missing", height=560), (
+                f"Robustness to corruptions needs {STRESS.name} for both runs; compute " + "; ".join(missing))
+        sa, sb = summary(tables[0]), summary(tables[1])
+        return compare_figure(*tables, ra.name, rb.name), (
+            f"Mean corruption accuracy: A {sa['mean']:.2%} (clean {sa['clean']:.2%}), "
+            f"B {sb['mean']:.2%} (clean {sb['clean']:.2%}): {100 * (sb['mean'] - sa['mean']):+.2f} points.")
