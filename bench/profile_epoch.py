@@ -101,7 +101,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--top", type=int, default=12, help="also list the N ops with the most self time")
     p.add_argument("--data-dir", default=os.environ.get("XAI_DATA_DIR"))
+    p.add_argument("--default-malloc", action="store_true",
+                   help="keep glibc malloc's defaults (xai-train applies trainer.runtime.keep_freed_memory)")
     args = p.parse_args()
+    if not args.default_malloc:
+        from trainer.runtime import keep_freed_memory
+
+        keep_freed_memory()
     overrides = {"data_dir": args.data_dir, "out": "/tmp/unused"}
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
@@ -125,7 +131,7 @@ def main() -> None:
         by_op[e.name] += e.self_cpu_time_total / 1e6
     totals["python / untracked"] = max(0.0, wall - sum(totals.values()))
     print(f"recipe={args.recipe} batch={cfg.batch_size} steps={n} threads={torch.get_num_threads()} "
-          f"autocast={step.dtype} wall={wall:.1f}s images/s={record['images_per_s']:.1f} (under the profiler)")
+          f"autocast={step.dtype} malloc={'default' if args.default_malloc else 'kept'} wall={wall:.1f}s images/s={record['images_per_s']:.1f} (under the profiler)")
     print(f"{'category':<22}{'seconds':>9}{'share':>8}")
     for cat, sec in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"{cat:<22}{sec:9.2f}{sec / wall:8.1%}")

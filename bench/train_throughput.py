@@ -112,7 +112,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-conventional", action="store_true")
     p.add_argument("--data-dir", default=os.environ.get("XAI_DATA_DIR"))
+    p.add_argument("--default-malloc", action="store_true",
+                   help="keep glibc malloc's defaults (xai-train applies trainer.runtime.keep_freed_memory)")
     args = p.parse_args()
+    if not args.default_malloc:
+        from trainer.runtime import keep_freed_memory
+
+        keep_freed_memory()
     from trainer.config import resolve
 
     recipes = args.recipes.split(",")
@@ -136,7 +142,7 @@ def main() -> None:
             run(args.steps)
             rates[name].append(args.steps * b / (time.perf_counter() - t0))
     print(f"model={model_name} steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
-          f"autocast={dtype} (median round; GFLOP/s at {gflop:.3f} GFLOP/forward, x3 for training)")
+          f"autocast={dtype} malloc={'default' if args.default_malloc else 'kept'} (median round; GFLOP/s at {gflop:.3f} GFLOP/forward, x3 for training)")
     med = {k: statistics.median(v) for k, v in rates.items()}
     for name, (b, _) in contenders.items():
         rounds = " ".join(f"{v:.0f}" for v in rates[name])

@@ -6,6 +6,8 @@ reports native bf16 instructions (AVX-512 BF16 or AMX), else fp32.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import platform
 import subprocess
@@ -23,6 +25,31 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed memory instead of handing it back to the kernel.
+
+    Why: by default every block above the mmap threshold (at most 32 MB) gets its own ``mmap`` and is
+    unmapped when freed, so each training step's activations (hundreds of MB at batch 2000) are
+    page-faulted in afresh: ``/usr/bin/time`` counted 186 million minor faults and 417 s of system time
+    in one 19-minute ``fast-muon`` run, and the step ran at 374 instead of 517 images/s. With mmap off
+    and trimming off, the heap keeps its pages (peak RSS 3.0 -> 3.6 GB in that measurement). Only for
+    batch jobs in their own process (training, precomputation), never the web server, whose resident
+    memory is budgeted. Returns whether it applied (glibc on Linux only).
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def pick_device(requested: str = "auto") -> torch.device:

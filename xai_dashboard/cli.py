@@ -120,7 +120,9 @@ def precompute(argv: list[str]) -> int:
     compute = getattr(importlib.import_module(module), name)  # after argparse: --help answers without torch
     options = {k: v for k, v in vars(args).items() if k not in ("what", "run_dirs", "data_dir")}
     from trainer.distributed import session
+    from trainer.runtime import keep_freed_memory
 
+    keep_freed_memory()  # a batch job in its own process: no page faults on every batch's tensors
     with session(options.get("device", "cpu")) as (ctx, _):
         failed = sum(not _precompute_one(compute, run_dir, args.data_dir, options, show=ctx.is_main)
                      for run_dir in args.run_dirs)
