@@ -8,13 +8,13 @@ export XAI_DATA_DIR ?= $(DATA)
 
 .PHONY: run test setup system-deps bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml xai_dashboard/vendor.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch/torchvision first and pinned: the local wheel cache has exactly these versions.
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# the browser's plotly.js: a third of Dash's full bundle (see xai_dashboard/vendor.py); optional
+	# the browser's plotly.js: the strict bundle, WebGL under our CSP (see xai_dashboard/vendor.py); optional
 	$(BIN)/python -m xai_dashboard.vendor
 	touch $(STAMP)
 

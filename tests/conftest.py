@@ -59,9 +59,10 @@ def pytest_setup_options():
 @pytest.fixture(autouse=True)
 def _fresh_attribution_thread(request):
     """dash_duo stops its server by raising SystemExit in every thread started during the test, the
-    process's one attribution thread (xai_dashboard.attribution_queue) included: later tests would queue
-    their attributions behind a dead thread and wait out the budget. After a browser test (this fixture's
-    teardown runs after dash_duo's), the next attribution starts a new queue."""
+    process's one attribution thread (xai_dashboard.attribution_queue) included. The queue replaces a
+    stopped thread, but the stop lands up to a second later, and a render the next test hands that thread
+    meanwhile is answered 503. After a browser test (this fixture's teardown runs after dash_duo's), the
+    next attribution starts a new queue."""
     import sys
 
     yield

@@ -1,13 +1,17 @@
 """Attributions run on one low-priority thread per process behind a bounded queue (hardening issue #15's
 load target, :mod:`xai_dashboard.attribution_queue`): the thread's nice value, 503 with Retry-After when
 the queue is full or the wait would pass the budget, predictions served while an attribution holds the
-thread. On the shipped digits demo, which needs no external data."""
+thread, and the queue healing itself after a job raised, its thread was stopped, or the process forked.
+On the shipped digits demo, which needs no external data."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from test_api import client, png_of, post  # noqa: F401 - client is a fixture
@@ -98,3 +102,126 @@ def test_past_the_budget_a_queued_render_is_dropped_and_a_started_one_cached(dem
             assert e.value.status == 503 and "did not finish" in str(e.value)
     wait_until(lambda: queue._admitted == 0)  # the started render runs to its end once the model is free
     assert keys[0] in cache and keys[1] not in cache
+
+
+# Self-healing (hardening issue #15): a job's exception, a stop request sent to the thread, and a fork must
+# never leave later attributions waiting on a thread that no longer runs.
+
+def stop_thread(thread: threading.Thread) -> None:
+    """What dash_duo does to every thread started during a browser test: raise SystemExit in it."""
+    assert ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                      ctypes.py_object(SystemExit)) == 1
+
+
+def outcome(q, work, budget: float = 10.0):
+    """``q.run(work)``'s result, or what it raised, even a BaseException (the caller must never get one)."""
+    try:
+        return q.run(work, 0.0, budget)
+    except BaseException as e:  # noqa: BLE001 - the point is to see it
+        return e
+
+
+def test_a_job_that_raises_reaches_its_caller_and_the_same_thread_serves_the_next(queue):
+    def fails():
+        raise ValueError("bad map")
+
+    first = queue.run(threading.current_thread, 0.0, 5.0)
+    with pytest.raises(ValueError, match="bad map"):
+        queue.run(fails, 0.0, 5.0)
+    assert queue.run(threading.current_thread, 0.0, 5.0) is first and first.is_alive()
+    wait_until(lambda: queue._admitted == 0 and queue._ahead == 0.0)
+
+
+def test_a_stop_landing_in_a_job_gives_its_caller_503_and_hands_the_waiting_job_to_a_new_thread(queue):
+    started, go, ran_on = threading.Event(), threading.Event(), []
+
+    def stopped():
+        ran_on.append(threading.current_thread())
+        started.set()
+        go.wait(10)
+        raise SystemExit  # as dash_duo's stop, landing mid-render
+
+    with ThreadPoolExecutor(2) as callers:
+        first = callers.submit(outcome, queue, stopped)
+        assert started.wait(10)
+        killed = ran_on[0]
+        second = callers.submit(outcome, queue, threading.current_thread)
+        wait_until(lambda: queue._admitted == 2)
+        t0 = time.perf_counter()
+        go.set()
+        busy, successor = first.result(20), second.result(20)
+    assert isinstance(busy, aq.Busy) and busy.status == 503 and "interrupted" in str(busy)
+    assert isinstance(successor, threading.Thread) and successor is not killed
+    wait_until(lambda: not killed.is_alive())  # it ends once it has handed over
+    assert time.perf_counter() - t0 < 5  # handed over, not left to wait out its 10 s budget
+    wait_until(lambda: queue._admitted == 0)
+
+
+def test_a_thread_stopped_while_idle_is_replaced_by_the_next_run(queue, monkeypatch):
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    stopped = queue.run(threading.current_thread, 0.0, 5.0)
+    time.sleep(1.5)  # idle through a wake-up or two, as between a browser test's last render and its end
+    stop_thread(stopped)
+    wait_until(lambda: not stopped.is_alive(), 5)  # the stop lands while it holds no job
+    assert escaped == []  # it ended quietly, not with a SystemExit traceback
+    t0 = time.perf_counter()
+    assert queue.run(threading.current_thread, 0.0, 10.0) not in (stopped, threading.current_thread())
+    assert time.perf_counter() - t0 < 5
+    wait_until(lambda: queue._admitted == 0)  # released by the done callback, just after the result
+
+
+def test_concurrent_runs_after_the_thread_died_start_one_successor():
+    q = aq.AttributionQueue(nice=0, max_admitted=6)
+    ran_on = []
+    assert isinstance(outcome(q, lambda: ran_on.append(threading.current_thread()) or sys.exit(1)), aq.Busy)
+    wait_until(lambda: not ran_on[0].is_alive())  # the stopped thread is gone, no job waited for a successor
+    gate, release, seen = threading.Barrier(6), threading.Event(), []
+
+    def job():
+        seen.append(threading.current_thread())
+        release.wait(10)  # two threads would run two of these at once
+
+    def caller():
+        gate.wait(10)
+        return outcome(q, job)
+
+    with ThreadPoolExecutor(6) as callers:
+        results = [callers.submit(caller) for _ in range(6)]
+        wait_until(lambda: len(seen) >= 1 and q._admitted == 6)
+        time.sleep(0.2)  # a second consumer, if one was started, takes a job now
+        running = len(seen)
+        release.set()
+        assert [r.result(20) for r in results] == [None] * 6
+    assert running == 1 and len(set(map(id, seen))) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_serves_attributions_with_its_own_thread(queue):
+    occupy(queue, 2)  # the parent's thread is busy and its two places taken
+    with queue._guard:  # held at the fork, as by a request thread being admitted
+        pid = os.fork()
+        if pid == 0:  # the child: the queue the parent used and the process's queue must both work here
+            code = 2
+            try:
+                ok = queue.run(os.getpid, 0.0, 5.0) == os.getpid()
+                code = 0 if ok and aq.attribution_queue().run(lambda: 7, 0.0, 5.0) == 7 else 1
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    assert queue._admitted == 2  # the parent's own queue is untouched
+
+
+def test_explanations_are_served_after_the_attribution_thread_was_stopped(client, demo_store, queue):  # noqa: F811
+    stopped = queue.run(threading.current_thread, 0.0, 5.0)
+    stop_thread(stopped)
+    wait_until(lambda: not stopped.is_alive(), 5)
+    r = post(client, "/api/explain", png_of(demo_store.get(None).images[21]), method="saliency", format="json")
+    assert r.status_code == 200, r.get_json()
+    assert queue.run(threading.current_thread, 0.0, 5.0) is not stopped

@@ -1,9 +1,13 @@
 """The embedding map: its traces hold exactly the points of their colour, the confusion cell's points are
-ringed, a selection is validated, and in headless Chromium (dash_duo) a box selection fills the gallery,
-a click shows the image's nearest training examples and a hover its thumbnail."""
+ringed (a new cell patches only that trace), a selection is validated and downloads as CSV, and in headless
+Chromium (dash_duo) the points are drawn by WebGL, a box selection fills the gallery, a click shows the
+image's nearest training examples and a hover its thumbnail."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,11 +46,11 @@ def test_continuous_colour_puts_each_point_at_its_coordinates_with_its_value(dem
     run = demo_store.get(None)
     xy, _ = map_coordinates(run, "pca")
     conf = run.probs.max(1)
-    (trace,) = em.map_figure(xy, "confidence", conf, run.class_names).data
+    trace, ring = em.map_figure(xy, "confidence", conf, run.class_names).data
     idx = np.asarray(trace.customdata)
-    assert sorted(idx.tolist()) == list(range(len(conf)))
+    assert sorted(idx.tolist()) == list(range(len(conf))) and list(ring.customdata) == []
     np.testing.assert_array_equal(np.asarray(trace.x), xy[idx, 0])
-    np.testing.assert_array_equal(np.asarray(trace.marker.color), conf[idx])
+    np.testing.assert_array_equal(np.asarray(trace.marker.color), conf[idx].astype(np.float32))
 
 
 def test_the_errors_views_cell_is_ringed(demo_store):
@@ -83,6 +87,81 @@ def test_label_issue_colouring_has_a_value_per_point(demo_store):
     assert values is None and "annotator" in note  # digits have no annotator file
 
 
+def run_callback(client, output: str, values: dict, changed: str) -> dict:
+    """POST the server callback whose output names ``output`` (e.g. ``"emb-download.data"``) and whose input
+    ``changed`` (``"id.prop"``) changed, as the page would: ``values`` ``{"id.prop": value}`` for its inputs
+    and state (others None). Its JSON answer; ``{}`` when it sent nothing (PreventUpdate)."""
+    dep = next(d for d in client.get("/_dash-dependencies").get_json()
+               if output in d["output"] and not d.get("clientside_function")
+               and changed in (f"{i['id']}.{i['property']}" for i in d["inputs"]))
+    parts = [{"id": p.rsplit(".", 1)[0], "property": p.rsplit(".", 1)[1]}
+             for p in dep["output"].strip(".").split("...")]
+
+    def fill(specs):
+        return [{**s, "value": values.get(f"{s['id']}.{s['property']}")} for s in specs]
+
+    r = client.post("/_dash-update-component", json={
+        "output": dep["output"], "outputs": parts if dep["output"].startswith("..") else parts[0],
+        "changedPropIds": [changed], "inputs": fill(dep["inputs"]), "state": fill(dep["state"])})
+    assert r.status_code in (200, 204), r.get_data(as_text=True)[:300]
+    return r.get_json() if r.status_code == 200 else {}
+
+
+def csv_of(answer: dict, component: str) -> pd.DataFrame:
+    """The CSV a ``dcc.Download`` was sent, as a frame."""
+    sent = answer["response"][component]["data"]
+    assert not sent["base64"] and sent["filename"].endswith(".csv")
+    names = {"label": str, "prediction": str, "people: top class": str}  # class names may be digits
+    return pd.read_csv(io.StringIO(sent["content"]), keep_default_na=False, dtype=names)
+
+
+def test_the_selection_csv_lists_exactly_the_selected_images(demo_store):
+    """Every selected image once, ascending (the gallery's order), with the errors gallery's columns; the
+    loss is -log p(given label) and the margin top-1 minus top-2, computed here from the probabilities."""
+    run = demo_store.get(None)
+    rng = np.random.default_rng(3)
+    picked = rng.choice(len(run.labels), 120).tolist()  # with repeats: a lasso over overlapping traces
+    client = create_app(store=demo_store).server.test_client()
+    answer = run_callback(client, "emb-download.data", {
+        "emb-export.n_clicks": 1, "run-select.value": run.name,
+        "emb-selection.data": {"run": run.name, "indices": picked}}, "emb-export.n_clicks")
+    frame = csv_of(answer, "emb-download")
+    want = sorted(set(picked))
+    assert list(frame.columns) == ["index", "file", "label", "prediction", "confidence", "p(true)", "loss", "margin"]
+    assert frame["index"].tolist() == want
+    names = run.class_names
+    assert frame["label"].tolist() == [names[run.labels[i]] for i in want]
+    assert frame["prediction"].tolist() == [names[int(np.argmax(run.probs[i]))] for i in want]
+    np.testing.assert_allclose(frame["loss"], [-np.log(run.probs[i, run.labels[i]]) for i in want], rtol=1e-5)
+    np.testing.assert_allclose(frame["margin"], [np.diff(np.sort(run.probs[i])[-2:])[0] for i in want], atol=1e-6)
+    nothing = run_callback(client, "emb-download.data", {"emb-export.n_clicks": 1, "run-select.value": run.name},
+                           "emb-export.n_clicks")
+    assert "select points on the map first" in str(nothing["response"]["emb-export-note"])
+
+
+def test_a_new_confusion_cell_patches_only_the_ring_and_a_return_to_the_tab_sends_nothing(demo_store):
+    run = demo_store.get(None)
+    t, p = next((int(a), int(b)) for a, b in zip(run.labels, run.preds) if a != b)
+    cell = [i for i in range(len(run.labels)) if (run.labels[i], run.preds[i]) == (t, p)]
+    client = create_app(store=demo_store).server.test_client()
+    drawn = {"run": run.name, "projection": "umap", "colour": "true"}
+    answer = run_callback(client, "emb-ring.children", {"gallery-selection.data": {"run": run.name, "cells": [[t, p]]},
+                                                       "emb-drawn.data": drawn}, "gallery-selection.data")
+    (op,) = answer["response"]["emb-map"]["figure"]["operations"]
+    assert op["operation"] == "Assign" and op["location"] == ["data", -1]
+    assert op["params"]["value"]["customdata"] == cell and "Ringed" in answer["response"]["emb-ring"]["children"]
+    # before any map is drawn there is nothing to patch
+    assert run_callback(client, "emb-ring.children", {"gallery-selection.data": None}, "gallery-selection.data") == {}
+    page = {"run-select.value": run.name, "emb-projection.value": "umap", "emb-colour.value": "true",
+            "view-tabs.value": "embedding_map", "emb-precompute-poll.disabled": True}
+    first = run_callback(client, "emb-drawn.data", page, "view-tabs.value")["response"]
+    assert first["emb-drawn"]["data"] == drawn and len(first["emb-map"]["figure"]["data"]) == len(run.class_names) + 1
+    assert run_callback(client, "emb-drawn.data", {**page, "emb-drawn.data": drawn}, "view-tabs.value") == {}
+    recoloured = run_callback(client, "emb-drawn.data", {**page, "emb-colour.value": "correct",
+                                                         "emb-drawn.data": drawn}, "emb-colour.value")["response"]
+    assert recoloured["emb-drawn"]["data"] == {**drawn, "colour": "correct"}
+
+
 # ------------------------------------------------------------------ in the browser
 
 _POINTS = "const gd = document.querySelector('#emb-map .js-plotly-plot'); return gd && gd.data ? " \
@@ -96,6 +175,14 @@ return gd.data[0].customdata.slice(0, k);
 """
 _GALLERY = "return Array.from(document.querySelectorAll('#emb-gallery .gallery-item'))" \
            ".map(e => Number(e.getAttribute('data-index')));"
+# How plotly drew a graph: its WebGL canvases, its SVG point paths, the trace types it kept (an unknown
+# type, as scattergl is to plotly.js's "cartesian" bundle, silently becomes an SVG "scatter").
+DRAWN = """
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+return {gl: gd.querySelectorAll('canvas.gl-canvas-context').length,
+        svg: gd.querySelectorAll('.scatterlayer .point').length,
+        types: Array.from(new Set(gd._fullData.map(t => t.type))), nogl: !!gd.querySelector('.no-webgl')};
+"""
 
 
 @pytest.fixture
@@ -110,9 +197,16 @@ def map_page(dash_duo, demo_store, tmp_path, monkeypatch):
     return dash_duo, run
 
 
+def assert_webgl(dash_duo, graph: str) -> None:
+    """Every point of ``graph`` is drawn by WebGL: a gl canvas, no SVG point, no "WebGL is not supported"."""
+    drawn = dash_duo.driver.execute_script(DRAWN, graph)
+    assert drawn["gl"] >= 1 and drawn["svg"] == 0 and drawn["types"] == ["scattergl"] and not drawn["nogl"], drawn
+
+
 @pytest.mark.browser
 def test_a_selection_on_the_map_opens_its_images_in_the_gallery(map_page):
     dash_duo, run = map_page
+    assert_webgl(dash_duo, "#emb-map")
     chosen = dash_duo.driver.execute_script(_SELECT, 5)
     _wait(dash_duo, lambda d: sorted(d.execute_script(_GALLERY)) == sorted(chosen), "gallery missing the selection")
     assert dash_duo.driver.find_element(By.ID, "emb-count").text == "5"
@@ -163,7 +257,7 @@ def test_click_hover_and_confusion_cell(map_page):
     last = "const gd = document.querySelector('#emb-map .js-plotly-plot'); return gd && gd.data && " \
            "gd.data.length ? gd.data[gd.data.length - 1].name : '';"
     _wait(dash_duo, lambda d: (d.execute_script(last) or "").startswith("true "), "the cell is not ringed")
-    assert "Ringed" in dash_duo.find_element("#emb-note").text
+    assert "Ringed" in dash_duo.find_element("#emb-ring").text
     assert _severe(dash_duo) == []
 
 

@@ -47,14 +47,19 @@ def _upload(dash_duo, path) -> None:
     dash_duo.driver.find_element(By.CSS_SELECTOR, "#upload-image input[type=file]").send_keys(str(path))
 
 
-def test_gallery_image_shows_its_overlay(dash_duo, demo_store, tmp_path, monkeypatch):
-    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
-    dash_duo.start_server(create_app(store=demo_store))
+def first_gallery_image(dash_duo, store):
+    """Start the app on ``store``, open the gallery: ``(its first thumbnail, that image's test index)``."""
+    dash_duo.start_server(create_app(store=store))
     dash_duo.wait_for_element("#run-select", timeout=SLOW)
     _open_tab(dash_duo, "Confusion & gallery")
     _wait(dash_duo, lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item"), "gallery is empty")
     item = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item")[0]
-    index = int(item.get_attribute("data-index"))
+    return item, int(item.get_attribute("data-index"))
+
+
+def test_gallery_image_shows_its_overlay(dash_duo, demo_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
+    item, index = first_gallery_image(dash_duo, demo_store)
     item.click()
     _wait(dash_duo, lambda d: _src(dash_duo, "#detail-explain #xp-detail-overlay").startswith("data:image/png"),
           "no Grad-CAM overlay in the image detail")

@@ -1,5 +1,5 @@
 """The faithfulness of the map on screen: the API's ``faithfulness`` block, its budget rule and
-cache, and the card's pure builder (scores, meanings, curves)."""
+cache, the card's pure builder (scores, meanings, curves) and its table as CSV."""
 from __future__ import annotations
 
 import json
@@ -138,3 +138,60 @@ def test_baselines_are_computed_once_per_image_and_smoothness(demo_store, tmp_pa
     assert scores["integrated_gradients"]["random"] == scores["saliency"]["random"]
     assert scores["integrated_gradients"]["edge"] == scores["gradcam"]["edge"] == scores["saliency"]["edge"]
     assert scores["gradcam"]["random"]["kind"] == "5x5-upsampled" and scores["saliency"]["random"]["kind"] == "pixel"
+
+
+def _table_rows(node) -> dict[str, list[str]]:
+    """The card's table as the page gets it: {row heading: [this map, random, edge]}."""
+    found = {}
+    if isinstance(node, list):
+        for child in node:
+            found.update(_table_rows(child))
+    elif isinstance(node, dict) and "props" not in node:  # the answer: {output id: {property: value}}
+        found.update(_table_rows(list(node.values())))
+    elif isinstance(node, dict):
+        cells = node["props"].get("children")
+        if node.get("type") == "Tr" and isinstance(cells, list) and cells[0]["props"].get("children"):
+            found[cells[0]["props"]["children"]] = [c["props"].get("children") for c in cells[1:4]]
+        else:
+            found.update(_table_rows(cells))
+    return found
+
+
+def test_csv_download_is_the_cards_table_unrounded(client, demo_store):
+    """Before scoring, "Download CSV" sends nothing and asks for the button; after "Score this map" it sends
+    one row per map holding the numbers the card shows (to their three decimals), named after the map."""
+    import io
+
+    import pandas as pd
+    from tests.test_callback_inputs import body, post as dash_post
+
+    assert client.get("/").status_code == 200
+    deps = client.get("/_dash-dependencies").get_json()
+    scores_dep = next(d for d in deps if d["output"] == "xp-faith-scores.children")
+    csv_dep = next(d for d in deps if d["output"].startswith("..xp-faith-download.data"))
+    image = {("xp-image", "data"): {"kind": "test", "run": "digits-demo", "index": 11}}
+    click = {**image, ("xp-faith-export", "n_clicks"): 1}
+    before = dash_post(client, body(csv_dep, "explain", click, "xp-faith-export.n_clicks")).get_json()["response"]
+    assert "data" not in before.get("xp-faith-download", {}) and "Score this map" in json.dumps(before)
+    shown = dash_post(client, body(scores_dep, "explain", image, "xp-faith-run.n_clicks"))
+    assert shown.status_code == 200 and "Verdict:" in shown.get_data(as_text=True)
+    table = _table_rows(shown.get_json()["response"])
+    data = dash_post(client, body(csv_dep, "explain", click, "xp-faith-export.n_clicks")).get_json()["response"]
+    sent = data["xp-faith-download"]["data"]
+    frame = pd.read_csv(io.StringIO(sent["content"])).set_index("map")
+    assert list(frame.columns) == ["deletion_auc", "deletion_auc_std", "insertion_auc", "insertion_auc_std",
+                                   "road_morf", "road_lerf", "road_gap"]
+    random = next(m for m in frame.index if m.startswith("random ("))
+    assert list(frame.index) == ["this map", random, "edge"]
+    for measure, heading in (("deletion", "Deletion AUC"), ("insertion", "Insertion AUC")):
+        this, rnd, edge = (frame.loc[m] for m in ("this map", random, "edge"))
+        assert table[heading] == [f"{this[f'{measure}_auc']:.3f}",
+                                  f"{rnd[f'{measure}_auc']:.3f} ± {rnd[f'{measure}_auc_std']:.3f}",
+                                  f"{edge[f'{measure}_auc']:.3f}"]
+    road = frame.loc["this map"]
+    assert table["ROAD MoRF / LeRF"][0] == \
+        f"{road['road_morf']:.3f} / {road['road_lerf']:.3f} (gap {road['road_gap']:+.3f})"
+    assert frame.loc["edge", ["deletion_auc_std", "road_morf"]].isna().all()  # not measured for the edge map
+    run = demo_store.get(None)
+    predicted = run.class_names[int(np.argmax(run.probs[11]))]  # the target "pred"
+    assert sent["filename"] == f"digits-demo_test11_gradcam_{predicted}-faithfulness.csv"

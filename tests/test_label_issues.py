@@ -244,13 +244,14 @@ def labels_app(demo_store, tmp_path, monkeypatch):
     return app, demo_store.get(None)
 
 
-def _review(app, run, verdict, index, label=None):
-    button = {"id": {"type": "lbl-review", "verdict": verdict, "index": index}, "property": "n_clicks", "value": 1}
+def _review(app, run, verdict, index, label=None, click=None):
+    """A review button's click as its relay store (views.clicks) hands it to the server, or ``click`` as sent."""
+    button = {"type": "lbl-review", "verdict": verdict, "index": index}
     dropdown = {"id": {"type": "lbl-class", "index": index}, "property": "value", "value": label}
     return _call(app, "reviews-stamp.data", {
-        '{"index":["ALL"],"type":"lbl-review","verdict":["ALL"]}.n_clicks': [button],
+        "lbl-review-click.data": {"id": button, "n_clicks": 1} if click is None else click,
         '{"index":["ALL"],"type":"lbl-class"}.value': [dropdown],
-        "run-select.value": run.name, "reviews-stamp.data": 3}, button)
+        "run-select.value": run.name, "reviews-stamp.data": 3}, "lbl-review-click.data")
 
 
 def test_a_review_from_the_page_is_saved_and_bad_ones_are_refused_in_words(labels_app):
@@ -262,6 +263,10 @@ def test_a_review_from_the_page_is_saved_and_bad_ones_are_refused_in_words(label
                                          ("wrong", 7, 99, "class 99"), ("fine", -1, None, "-1")):
         status, text = _review(app, run, verdict, index, label)
         assert status == 200 and words in text and "input-error" in text, text
+    for click in ({"id": {"type": "lbl-item", "index": 3}, "n_clicks": 1}, {"id": 5}, "abc",
+                  {"id": {"type": "lbl-review", "verdict": "fine", "index": 3}, "n_clicks": "1"}):
+        status, text = _review(app, run, "fine", 3, click=click)
+        assert status == 200 and "not a click on a 'lbl-review' button" in text and "input-error" in text, text
     assert list(ReviewStore.for_run(run).load()) == [7]
 
 

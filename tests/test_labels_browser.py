@@ -1,18 +1,23 @@
 """Label issues and humans vs model in headless Chromium (dash_duo), on cifar10-fast with CIFAR-10H:
 review a flagged label and see the corrected accuracy change (in the tab and, switched to the reviewed
-labels, in the overview); click a slice and see its images; click one and see its detail."""
+labels, in the overview); click a slice and see its images; click one and see its detail. On the digits
+demo's twin: review clicks, one made while the page redraws, all land in the reviews file."""
 from __future__ import annotations
 
 import re
 
 import numpy as np
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from test_explain_browser import SLOW, _open_tab, _severe, _src, _wait
 
+from tests.test_callback_inputs import TWIN, make_twin
 from xai_dashboard import label_issues
 from xai_dashboard.app import create_app
 from xai_dashboard.human_labels import HUMAN_LABELS_ENV, human_probs
+from xai_dashboard.reviews import ReviewStore
+from xai_dashboard.store import RunStore
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +32,21 @@ def fast_page(dash_duo, cifar_store, cifar_dir, tmp_path, monkeypatch):
     dash_duo.start_server(create_app(store=cifar_store))
     dash_duo.wait_for_element("#run-select", timeout=SLOW)
     return dash_duo, run
+
+
+@pytest.fixture(scope="module")
+def twin_only(tmp_path_factory):
+    """The digits demo's noisier twin alone (cleanlab flags 51 of its 360 labels, none of the demo's)."""
+    return RunStore.from_dirs([make_twin(tmp_path_factory.mktemp("twin") / TWIN)])
+
+
+@pytest.fixture
+def twin_page(dash_duo, twin_only, tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_REVIEWS_DIR", str(tmp_path / "reviews"))
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
+    dash_duo.start_server(create_app(store=twin_only))
+    dash_duo.wait_for_element("#run-select", timeout=SLOW)
+    return dash_duo, twin_only.get(None)
 
 
 def _text(dash_duo, selector: str) -> str:
@@ -106,4 +126,42 @@ def test_a_slice_shows_its_images_and_one_opens_its_detail(fast_page, cifar_dir)
     _wait(dash_duo, lambda d: f"#{shown[0]}" in _text(dash_duo, "#detail-caption"), "detail did not open")
     # the detail's Grad-CAM overlay loads the model: let it finish before the server is stopped
     _wait(dash_duo, lambda d: _src(dash_duo, "#xp-detail-overlay").startswith("data:image/png"), "no overlay")
+    assert _severe(dash_duo) == []
+
+
+def test_review_clicks_are_saved_to_the_reviews_file(twin_page):
+    """Each click reaches the server through the relay store (views.clicks) while the page it causes is
+    redrawn: every review lands in the file, with its verdict and, for "wrong", the class chosen."""
+    dash_duo, run = twin_page
+    issues = label_issues.rank_label_issues(run)
+    reviews = ReviewStore.for_run(run)
+    _open_tab(dash_duo, "Label issues")
+    _wait(dash_duo, lambda d: d.find_elements(By.CSS_SELECTOR, "#lbl-gallery .review-item"), "no flagged images")
+    assert not reviews.path.exists()
+    first, second, third = (int(i) for i in issues["index"].iloc[:3])
+
+    def review(index: int, button: str):
+        item = f"#lbl-gallery .review-item[data-index='{index}']"
+        for _ in range(3):  # the page may be redrawn between finding the button and clicking it
+            try:
+                return dash_duo.driver.find_element(By.CSS_SELECTOR, item).find_element(
+                    By.XPATH, f".//button[normalize-space()='{button}']").click()
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"could not click {button!r} of #{index}")
+
+    def saved() -> dict:
+        return {i: (r.verdict, r.label) for i, r in reviews.load().items()}
+
+    review(first, "label is fine")
+    _wait(dash_duo, lambda d: saved() == {first: ("fine", None)}, "the first review was not saved")
+    # the next two at once: the third is clicked while the page the second one causes is on its way
+    review(second, "not sure")
+    review(third, "label is wrong →")
+    suggested = int(issues["suggested"].iloc[2])
+    _wait(dash_duo, lambda d: saved() == {first: ("fine", None), second: ("unsure", None), third: ("wrong", suggested)},
+          f"the reviews file holds {saved()}")
+    _wait(dash_duo, lambda d: "3 reviewed" in _text(dash_duo, "#lbl-summary"), "the summary did not count 3 reviews")
+    assert "label is wrong → " + run.class_names[suggested] in _text(
+        dash_duo, f"#lbl-gallery .review-item[data-index='{third}'] .review-state")
     assert _severe(dash_duo) == []

@@ -153,7 +153,7 @@ def test_parameter_limits_in_settings_api_and_page():
     from werkzeug.datastructures import MultiDict
 
     from xai_dashboard.api import settings_from_form
-    from xai_dashboard.views.explain import _method_parameters
+    from xai_dashboard.views.explain_controls import method_parameters
 
     meta = {**META, "input_size": 32}
     ig = METHODS["integrated_gradients"]
@@ -164,7 +164,7 @@ def test_parameter_limits_in_settings_api_and_page():
         with pytest.raises(ExplainError, match=r"ig_steps must be an integer in \[2, 256\]"):
             settings_from_form(MultiDict({"method": ig.name, "steps": bad}), meta)
     # the page's inputs carry the same limits and defaults
-    inputs = {c.children[1].id: c.children[1] for c in _method_parameters().children[1].children}
+    inputs = {c.children[1].id: c.children[1] for c in method_parameters().children[1].children}
     for p in (p for p in all_params().values() if p.in_page):
         box = inputs[f"xp-param-{p.name}"]
         assert (box.min, box.max, box.value) == (p.lo, p.hi, p.default)

@@ -176,7 +176,7 @@ def _data(final: dict[str, float], complete: bool = True) -> dict:
 
 
 def test_badge_for_a_method_above_the_threshold_only():
-    from xai_dashboard.views.explain import flag_failing, sanity_badge
+    from xai_dashboard.views.explain_sanity import flag_failing, sanity_badge
     from xai_dashboard.views.explain_model import method_options
 
     data = _data({"guided_gradcam": 0.71, "gradcam": 0.12, "saliency": THRESHOLD})

@@ -356,9 +356,10 @@ def test_gallery_detail_and_explanations_card_place_the_links(twice):
     """The hooks the one-click browser test below clicks: in the gallery's image detail, and in the
     explanations card right under the prediction for the image it explains."""
     from xai_dashboard.views import explain as xv
+    from xai_dashboard.views.explain_detail import detail_children
     from xai_dashboard.views.sidebyside import OPEN
 
-    assert {"type": OPEN, "from": "gallery"} in [getattr(c, "id", None) for c in xv.detail_children()]
+    assert {"type": OPEN, "from": "gallery"} in [getattr(c, "id", None) for c in detail_children()]
     card = _holding(xv.layout(twice), "prediction-label")
     ids = [getattr(c, "id", None) for c in card]
     assert ids[ids.index("prediction-label") + 1] == {"type": OPEN, "from": "explain"}

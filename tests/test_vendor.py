@@ -1,4 +1,4 @@
-"""The optional plotly.js cartesian bundle: which files Dash may serve, integrity, offline setup."""
+"""The optional plotly.js strict bundle: which files Dash may serve, integrity, offline setup."""
 from __future__ import annotations
 
 import base64
@@ -12,9 +12,10 @@ from xai_dashboard import vendor
 
 def test_only_the_matching_bundle_is_served():
     ignore = re.compile(vendor.assets_ignore("4.1.1"))
-    assert ignore.search("plotly-cartesian-4.0.2.min.js") and ignore.search("plotly-cartesian-4.1.10.min.js")
-    assert not ignore.search("plotly-cartesian-4.1.1.min.js") and not ignore.search("style.css")
-    assert vendor.bundle_path("4.1.1").name == "plotly-cartesian-4.1.1.min.js"
+    assert ignore.search("plotly-strict-4.0.2.min.js") and ignore.search("plotly-strict-4.1.10.min.js")
+    assert ignore.search("plotly-cartesian-4.1.1.min.js")  # an older setup's bundle, without scattergl
+    assert not ignore.search("plotly-strict-4.1.1.min.js") and not ignore.search("style.css")
+    assert vendor.bundle_path("4.1.1").name == "plotly-strict-4.1.1.min.js"
 
 
 def test_integrity_is_checked():

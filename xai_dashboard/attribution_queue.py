@@ -28,11 +28,14 @@ loaded 2-core machine, with 4 threads all waiting on renders a thumbnail's p95 w
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, TypeVar
 
@@ -40,7 +43,10 @@ from .explain_spec import ExplainError
 
 NICE_ENV, DEFAULT_NICE = "XAI_ATTRIBUTION_NICE", 10
 QUEUE_ENV, DEFAULT_QUEUE = "XAI_ATTRIBUTION_QUEUE", 8
+IDLE_WAKE_S = 1.0  # how often an idle attribution thread wakes (why: AttributionQueue._serve)
+INTERRUPTED = "the server is busy: the explanation was interrupted; try again"
 T = TypeVar("T")
+_instances: weakref.WeakSet = weakref.WeakSet()  # every queue, reset in a forked child
 
 
 class Busy(ExplainError):
@@ -70,13 +76,24 @@ def lower_priority(increment: int) -> None:
 
 
 class AttributionQueue:
-    """One niced thread running attributions in arrival order; admission decided before any work."""
+    """One niced thread running attributions in arrival order; admission decided before any work.
+
+    Self-healing (hardening issue #15): a job's exception goes to its caller and the thread carries on;
+    a thread that stops anyway (a stop request delivered to it, as dash's test runner sends every thread
+    it saw start) hands its waiting jobs to a successor, and the next :meth:`run` starts one if none is
+    alive. In a forked child (gunicorn's workers) every queue starts afresh (:func:`_after_fork`).
+    """
 
     def __init__(self, nice: int = DEFAULT_NICE, max_admitted: int = DEFAULT_QUEUE):
-        self.max_admitted = max_admitted
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xai-attribution", initializer=lower_priority,
-                                        initargs=(nice,))
+        self.max_admitted, self._nice = max_admitted, nice
+        self._reset()
+        _instances.add(self)
+
+    def _reset(self) -> None:
+        """No thread, nothing admitted, new locks (at creation, and in a forked child)."""
         self._guard = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # (Future, work) in arrival order
+        self._thread: threading.Thread | None = None
         self._admitted = 0   # submitted and not finished (running or waiting)
         self._ahead = 0.0    # their estimated seconds
 
@@ -86,14 +103,16 @@ class AttributionQueue:
         ``estimate``: the seconds ``work`` should take (:func:`.explain.check_budget`); ``budget``: the
         request's limit, both on admission (wait plus own estimate) and on the wait for the result.
         """
+        future: Future = Future()
+        future.add_done_callback(lambda _f: self._release(estimate))  # also runs when cancelled
         with self._guard:
             if self._admitted >= self.max_admitted or self._ahead + estimate > budget:
                 raise Busy(f"the server is busy: {self._admitted} explanations are ahead of this one (about "
                            f"{self._ahead:.0f} s of work); try again in a moment", self._ahead)
             self._admitted += 1
             self._ahead += estimate
-        future = self._pool.submit(work)
-        future.add_done_callback(lambda _f: self._release(estimate))  # also runs when cancelled
+            self._jobs.put((future, work))
+            self._ensure_thread()
         try:
             return future.result(timeout=budget)
         except FutureTimeout:
@@ -101,10 +120,65 @@ class AttributionQueue:
             raise Busy(f"the server is busy: this explanation did not finish within its {budget:.0f} s limit; "
                        "try again in a moment", estimate) from None
 
+    def _ensure_thread(self) -> None:
+        """Start a thread for the queue unless a live one serves it. The caller holds ``_guard``, so
+        concurrent callers finding the thread dead start one successor, not one each."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name="xai-attribution",
+                                            daemon=True)  # never holds up the interpreter's exit
+            self._thread.start()
+
+    def _serve(self, jobs: queue.SimpleQueue) -> None:
+        """The thread: jobs one at a time until a stop request (SystemExit, KeyboardInterrupt) ends it; then
+        its job's caller gets a 503 to retry (never the stop request, which would end the server thread
+        waiting on it), and a successor starts if jobs still wait."""
+        lower_priority(self._nice)
+        taken: list[Future] = []
+        try:
+            # In a call, so that a stop raised anywhere in the loop reaches the handlers below (raised at a
+            # loop's backward jump, CPython 3.11 reports it from outside this frame's try).
+            _take_jobs(jobs, taken)
+        except SystemExit:
+            pass  # a stop request: the thread ends without a traceback, as threading's own excepthook has it
+        finally:
+            if taken and not taken[-1].done():  # taken, not finished: the stop landed in it
+                with contextlib.suppress(InvalidStateError):  # its caller cancelled it meanwhile
+                    taken[-1].set_exception(Busy(INTERRUPTED, 1))
+            with self._guard:
+                if self._thread is threading.current_thread():  # not replaced already (or reset by a fork)
+                    self._thread = None
+                    if not jobs.empty():  # admitted callers are waiting: do not leave them to their budget
+                        self._ensure_thread()
+
     def _release(self, estimate: float) -> None:
         with self._guard:
             self._admitted -= 1
             self._ahead = max(0.0, self._ahead - estimate)
+
+
+def _take_jobs(jobs: queue.SimpleQueue, taken: list[Future]) -> None:
+    """Run ``jobs``' ``(future, work)`` one at a time, for ever; ``taken[-1]``: the one taken last."""
+    while True:
+        try:
+            future, work = jobs.get(timeout=IDLE_WAKE_S)
+        except queue.Empty:
+            # A stop sent to this thread (PyThreadState_SetAsyncExc) is raised only when it runs Python
+            # code: waking while idle lets it land here, holding no job.
+            continue
+        taken[:] = [future]
+        _run_job(future, work)
+
+
+def _run_job(future: Future, work: Callable[[], T]) -> None:
+    """``work()`` into ``future``: its result, or its exception for the caller to raise (the thread goes on)."""
+    if not future.set_running_or_notify_cancel():
+        return  # its caller stopped waiting
+    try:
+        result = work()
+    except Exception as exc:  # noqa: BLE001 - the caller's to handle
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 _queue: AttributionQueue | None = None
@@ -122,9 +196,19 @@ def attribution_queue() -> AttributionQueue:
 
 
 def _forget() -> None:
-    """After a fork: the child has the parent's queue object but not its thread, so it builds its own."""
+    """Drop this process's queue; the next :func:`attribution_queue` builds a new one (after a fork, and in
+    the tests after dash_duo sent its stop to every thread it saw start, this queue's included)."""
     global _queue, _create
     _queue, _create = None, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget)
+def _after_fork() -> None:
+    """In a forked child (gunicorn's workers, ``os.fork``): the parent's attribution thread does not exist
+    here, its locks may be held by threads that do not either, and its counts are of its own requests.
+    Every queue, the process's and any a caller kept, starts afresh; the next run starts its thread."""
+    for q in list(_instances):
+        q._reset()
+    _forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)

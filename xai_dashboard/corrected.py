@@ -2,7 +2,8 @@
 
 A switch in the page header (:func:`label_switch`, ``id=SWITCH``) chooses the label set
 for every view that shows metrics (overview cards, per-class table, curves, confusion
-matrix, its gallery). "Reviewed labels" are the given labels with each "label is wrong ->
+matrix, its gallery, the threshold view, "Compare runs"; each says which labels it uses with
+:func:`labels_in_use`). "Reviewed labels" are the given labels with each "label is wrong ->
 class X" review of :mod:`.reviews` applied (:func:`effective_labels`); "label is fine" and
 "not sure" keep the label. ``STAMP`` (a ``dcc.Store``) changes whenever this page saves a
 review, so views showing reviewed metrics redraw.
@@ -75,6 +76,13 @@ def predictions_for(run, label_set: str) -> tuple[Predictions, str | None]:
     return Predictions(f"{base.key}{_REVIEWED}{digest}", labels, base.probs), None
 
 
+def reviewed_label(run, index: int, label_set: str) -> tuple[int, int, str | None]:
+    """``(label on the chosen label set, given label, note)`` of test image ``index``: they differ when the
+    reviewed labels are chosen and a review says "wrong -> class X"; the note as :func:`predictions_for`'s."""
+    p, note = predictions_for(run, label_set)
+    return int(p.labels[index]), int(run.labels[index]), note
+
+
 @lru_cache(maxsize=16)
 def _reviewed_summary(p: Predictions, class_names: tuple[str, ...]) -> summaries.RunSummary:
     return summaries.compute_summary(p, class_names)
@@ -91,3 +99,23 @@ def scored(run, label_set: str) -> tuple[Predictions, summaries.RunSummary, str 
     """``(predictions, summary, note)`` of ``run`` on the chosen label set (see :func:`predictions_for`)."""
     p, note = predictions_for(run, label_set)
     return p, summary_for(p, tuple(run.class_names), Path(run.run.path)), note
+
+
+def labels_in_use(run, p: Predictions, label_set: str, problem: str | None) -> html.P:
+    """The line a card shows about the labels its figures were scored on: "original labels", "reviewed
+    labels: N changed", or (a warning) why the reviewed ones are not used (``problem`` from
+    :func:`predictions_for`; ``p`` its predictions, whose labels are compared with ``run.labels``)."""
+    if problem:
+        return html.P(problem, className="warning", role="alert")
+    if label_set != "reviewed":
+        return html.P("Scored on the original labels.", className="hint")
+    changed = int(np.count_nonzero(p.labels != run.labels))
+    return html.P(f"Scored on the reviewed labels: {changed:,} changed.", className="hint")
+
+
+def export_note(run, label_set: str) -> str:
+    """A CSV download's note: :mod:`.export` writes ``run.labels``, so say so when reviews change any."""
+    if label_set != "reviewed":
+        return ""
+    changed = int(np.count_nonzero(predictions_for(run, label_set)[0].labels != run.labels))
+    return f"This CSV uses the original labels (the {changed:,} changed by reviews are not applied)." if changed else ""

@@ -63,12 +63,17 @@ def probe_layer(model: nn.Module, x: torch.Tensor, layer: str, target: int | Non
     return LayerProbe(layer, act.detach()[0].float().numpy(), contrib.float().numpy(), target)
 
 
-def top_channels(probe: LayerProbe, k: int | None = DEFAULT_TOP) -> np.ndarray:
-    """Channel indices by mean activation, highest first; ``k`` None -> all of them."""
-    act = probe.activation
-    means = act.reshape(len(act), -1).mean(1)
-    order = np.argsort(-means, kind="stable")
-    return order if k is None else order[:k]
+def channel_name(i: int) -> str:
+    """How a channel is named both on its grid tile and in the contribution chart, so one can be found
+    from the other."""
+    return f"ch {i}"
+
+
+def contribution_channels(probe: LayerProbe, k: int = DEFAULT_TOP) -> np.ndarray:
+    """The ``k`` channels with the largest |grad x activation|, most positive contribution first."""
+    c = probe.contribution
+    idx = np.argsort(-np.abs(c), kind="stable")[:k]
+    return idx[np.argsort(-c[idx], kind="stable")]
 
 
 def mosaic(maps: np.ndarray, cols: int | None = None, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -86,25 +91,45 @@ def mosaic(maps: np.ndarray, cols: int | None = None, gap: int = 1) -> tuple[np.
     return values, which
 
 
-def _image_axes(fig: go.Figure) -> go.Figure:
-    fig.update_xaxes(visible=False, constrain="domain")
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
-    return fig
+# Screen size of one tile. Every channel of a 256-channel layer is drawn at no less than MIN_TILE_PX
+# on a fixed 8-column grid (about 660 px wide); the figure grows taller with the rows and the page
+# scrolls, rather than squeezing 256 tiles into one fixed-height plot where each is a few pixels wide.
+MIN_TILE_PX = 56
+FEW_TILE_PX = 96   # up to 16 tiles: larger
+LABEL_PX = 14      # band above each tile for its channel name
+_MARGIN = dict(l=10, r=80, t=40, b=10)  # r: room for the colour bar
 
 
 def channel_grid_figure(probe: LayerProbe, channels: np.ndarray, title: str = "") -> go.Figure:
-    """Heatmap mosaic of ``probe``'s ``channels`` with one shared colour scale; hover names the channel."""
+    """Heatmap mosaic of ``probe``'s ``channels`` (activation ``(K, h, w)``) with one shared colour scale,
+    each tile labelled with :func:`channel_name`; the figure's pixel size keeps every tile
+    :data:`MIN_TILE_PX` or more on screen."""
     channels = np.asarray(channels, dtype=np.int64)
-    values, which = mosaic(probe.activation[channels])
+    _, h, w = probe.activation.shape
+    few = len(channels) <= DEFAULT_TOP
+    cols = min(len(channels), 4 if few else 8)
+    scale = (FEW_TILE_PX if few else MIN_TILE_PX) / max(h, w)  # screen px per activation pixel
+    gap = math.ceil(LABEL_PX / scale)  # in activation pixels, so the label band is LABEL_PX on screen
+    values, which = mosaic(probe.activation[channels], cols, gap)
     labels = np.where(which >= 0, channels[np.maximum(which, 0)], -1)
+    rows_px, cols_px = values.shape[0] + gap, values.shape[1]  # + gap: the first row's label band
     fig = go.Figure(go.Heatmap(
         z=values, customdata=labels, colorscale="Viridis", hoverongaps=False,
         zmin=float(np.nanmin(values)), zmax=float(np.nanmax(values)),
         hovertemplate="channel %{customdata}<br>activation %{z:.3f}<extra></extra>",
-        colorbar=dict(title="act.", thickness=12)))
+        # a fixed-length colour bar at the top: a tall all-channel figure would stretch it off screen
+        colorbar=dict(title="act.", thickness=12, lenmode="pixels", len=min(360, rows_px * scale),
+                      y=1, yanchor="top")))
+    for i, ch in enumerate(channels):  # name above the tile, in the band the gap leaves
+        r, c = divmod(i, cols)
+        fig.add_annotation(x=c * (w + gap) + (w - 1) / 2, y=r * (h + gap) - 0.5, text=channel_name(int(ch)),
+                           showarrow=False, yanchor="bottom", font=dict(size=10))
     fig.update_layout(title=title or f"{probe.layer}: {len(channels)} of {len(probe.activation)} channels",
-                      margin=dict(l=10, r=10, t=40, b=10), height=420)
-    return _image_axes(fig)
+                      margin=_MARGIN, height=math.ceil(rows_px * scale) + _MARGIN["t"] + _MARGIN["b"],
+                      width=math.ceil(cols_px * scale) + _MARGIN["l"] + _MARGIN["r"])
+    fig.update_xaxes(visible=False, range=[-0.5, cols_px - 0.5], constrain="domain")
+    fig.update_yaxes(visible=False, range=[values.shape[0] - 0.5, -0.5 - gap], scaleanchor="x")
+    return fig
 
 
 def vector_figure(probe: LayerProbe, title: str = "") -> go.Figure:
@@ -120,11 +145,10 @@ def vector_figure(probe: LayerProbe, title: str = "") -> go.Figure:
 def contribution_figure(probe: LayerProbe, class_name: str, k: int = DEFAULT_TOP) -> go.Figure:
     """The ``k`` channels with the largest |grad x activation| for the target logit, signed."""
     c = probe.contribution
-    idx = np.argsort(-np.abs(c), kind="stable")[:k]
-    idx = idx[np.argsort(-c[idx], kind="stable")]
+    idx = contribution_channels(probe, k)
     unit = "channel" if probe.spatial else "unit"
     fig = go.Figure(go.Bar(
-        x=[f"{unit} {i}" for i in idx], y=c[idx],
+        x=[channel_name(i) if probe.spatial else f"unit {i}" for i in idx], y=c[idx],
         marker_color=["#2a9d8f" if v >= 0 else "#e76f51" for v in c[idx]],
         hovertemplate="%{x}<br>grad×activation %{y:.4f}<extra></extra>"))
     fig.update_layout(title=f"{unit}s contributing most to logit '{class_name}'", height=320,
@@ -151,8 +175,28 @@ def filter_tiles(weight: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.rint(scaled.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 
 
+WHITENING_NOTE = ("Fixed, not learned: PCA-whitening filters of 2×2 RGB patches (eigenvectors of the patch "
+                  "covariance of training images, scaled by 1/√eigenvalue) and their negatives; "
+                  "only the bias trains.")
+
+
+def is_whitening(weight: torch.Tensor | np.ndarray) -> bool:
+    """Whether conv weights ``(K, C, kh, kw)`` are a whitening bank ``[F; -F]`` as trainer/models/fast.py
+    builds it: F's ``C*kh*kw`` rows are eigenvectors of a covariance scaled by 1/sqrt(eigenvalue), so they
+    are mutually orthogonal (F F^T diagonal); learned filters are neither mirrored nor orthogonal."""
+    w = weight.detach().double().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, np.float64)
+    w = w.reshape(len(w), -1)
+    half = len(w) // 2
+    if len(w) != 2 * w.shape[1] or not np.allclose(w[half:], -w[:half]):
+        return False
+    gram = w[:half] @ w[:half].T
+    norms = np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
+    return bool(np.all(np.abs(gram - np.diag(np.diag(gram))) <= 1e-3 * norms))
+
+
 def filters_figure(name: str, weight: torch.Tensor, tile_px: int = 24) -> go.Figure:
-    """Small RGB tiles of a first convolution's learned filters (each scaled to its own range)."""
+    """Small RGB tiles of a first convolution's filters ``(K, C, kh, kw)`` (each scaled to its own range);
+    a fixed whitening bank (:func:`is_whitening`) is said to be one, with :data:`WHITENING_NOTE`."""
     tiles = filter_tiles(weight)
     k, kh, kw, _ = tiles.shape
     scale = max(1, tile_px // max(kh, kw))
@@ -165,8 +209,11 @@ def filters_figure(name: str, weight: torch.Tensor, tile_px: int = 24) -> go.Fig
         r, c = divmod(i, cols)
         canvas[r * (th + 2): r * (th + 2) + th, c * (tw + 2): c * (tw + 2) + tw] = big[i]
     fig = go.Figure(go.Image(z=canvas, hoverinfo="skip"))
-    fig.update_layout(title=f"{name}: {k} learned filters {kh}×{kw}", height=80 + rows * (th + 2) * 1.2,
-                      margin=dict(l=10, r=10, t=40, b=10))
+    if is_whitening(weight):
+        title, top = f"{name}: {k} fixed whitening filters {kh}×{kw}<br><sup>{WHITENING_NOTE}</sup>", 60
+    else:
+        title, top = f"{name}: {k} learned filters {kh}×{kw}", 40
+    fig.update_layout(title=title, height=top + 40 + rows * (th + 2) * 1.2, margin=dict(l=10, r=10, t=top, b=10))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig

@@ -74,6 +74,14 @@ def matrix_height(k: int) -> int:
     return int(min(max(480, 160 + 10 * k), 1200))
 
 
+def percent_text(share: np.ndarray) -> np.ndarray:
+    """Shares in [0, 1] as cell text: whole percents from 1% up, one decimal below (a rare confusion
+    is not "0%"), "<0.1%" for a non-zero share that would round to 0.0, and "0%" for none at all."""
+    pct = np.asarray(share, dtype=np.float64) * 100
+    return np.where(pct >= 1, np.char.mod("%.0f%%", pct),
+                    np.where(pct >= 0.05, np.char.mod("%.1f%%", pct), np.where(pct > 0, "<0.1%", "0%")))
+
+
 def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = False,
                      title: str | None = None) -> go.Figure:
     """Heatmap of ``cm`` ``(K, K)`` (rows true, columns predicted) with count and row share on hover.
@@ -89,7 +97,7 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], normalised: bool = 
     off_max = max(value[~diag].max(initial=0.0), 1e-12)
     on_max = max(value[diag].max(initial=0.0), 1e-12)
     colour = np.where(diag, 0.5001 + 0.4999 * value / on_max, 0.5 * value / off_max)
-    text = np.char.mod("%.0f%%", share * 100) if normalised else cm.astype(str)
+    text = percent_text(share) if normalised else cm.astype(str)
     labelled = k <= TEXT_MAX_CLASSES
     fig = go.Figure(go.Heatmap(
         z=colour, x=class_names, y=class_names, text=text if labelled else None,

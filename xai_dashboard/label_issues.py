@@ -106,6 +106,29 @@ def rank_label_issues(run) -> pd.DataFrame:
     return _ranked(predictions_of(run)).copy()
 
 
+def issues_table(run, reviews: dict, hide_reviewed: bool = False) -> pd.DataFrame:
+    """The label-issues gallery as a CSV table: the flagged images in rank order (without the reviewed
+    ones when ``hide_reviewed``), each with the export's leading columns (:func:`.export.image_frame`:
+    ``label`` is the given label), then ``rank`` (1 = most suspicious, among every flagged image),
+    ``suggested`` (class name), ``score`` (label quality), ``review`` (``wrong``/``fine``/``unsure``,
+    empty when not reviewed) and ``reviewed label`` (the class a "wrong" review gives, else empty).
+    ``reviews``: test index -> :class:`.reviews.Review`."""
+    from .export import image_frame
+
+    ranked = _ranked(predictions_of(run))
+    keep = ~ranked["index"].isin(list(reviews)).to_numpy() if hide_reviewed else np.ones(len(ranked), bool)
+    rows = ranked[keep]
+    names = np.asarray(run.class_names, dtype=object)
+    frame = image_frame(run, rows["index"].to_numpy())
+    frame["rank"] = np.flatnonzero(keep) + 1
+    frame["suggested"] = names[rows["suggested"].to_numpy()]
+    frame["score"] = rows["score"].to_numpy()
+    given = [reviews.get(int(i)) for i in rows["index"]]
+    frame["review"] = [r.verdict if r is not None else "" for r in given]
+    frame["reviewed label"] = [names[r.label] if r is not None and r.label is not None else "" for r in given]
+    return frame
+
+
 def issue_records(run, limit: int) -> list[dict]:
     """The first ``limit`` issues as JSON-able ``{index, given, suggested, score}``, labels by class name."""
     names = run.class_names

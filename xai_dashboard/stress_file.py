@@ -28,6 +28,8 @@ from trainer.artifacts import ArtifactError, declare, read
 STRESS = declare("stress.npz", version=1, kind="npz", binds=("weights", "test_set", "preprocessing"),
                  producer="xai-dashboard precompute stress {run}")
 SEVERITIES = (1, 2, 3, 4, 5)
+BROKEN_COLUMNS = ("index", "label", "clean prediction", "clean p(true)", "corrupted prediction",
+                  "corrupted p(true)", "corruption", "severity")
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, Pillow's RGB -> L
 
 
@@ -78,6 +80,32 @@ def broken(data: dict, corruption: str, severity: int, label: int | None = None)
     pos = np.flatnonzero(hit)
     fall = data["clean_prob"][pos].astype(np.float32) - data["prob"][c, s, pos].astype(np.float32)
     return pos[np.lexsort((data["index"][pos], -fall))]
+
+
+def heatmap_rows(table: dict, scope: str) -> list[dict]:
+    """The heatmap of ``table`` (:func:`accuracy_table`) as rows, as its CSV holds them: each corruption's
+    accuracy at severities 1-5 and its mean, then a "mean" row of the per-severity means; ``scope``
+    (the classes the table covers) in every row."""
+    s = summary(table)
+
+    def row(name: str, accs, mean: float) -> dict:
+        return {"class": scope, "corruption": name, **{f"severity {k}": a for k, a in zip(SEVERITIES, accs)},
+                "mean": mean}
+
+    return [*(row(name, accs, s["per_corruption"][name]) for name, accs in table["corruptions"].items()),
+            row("mean", s["per_severity"], s["mean"])]
+
+
+def broken_rows(data: dict, corruption: str, severity: int, label: int | None, class_names) -> list[dict]:
+    """The images :func:`broken` lists (same order), one row each: test ``index``, ``label`` (true class),
+    the clean and the corrupted prediction (class names) with the true class's probability under each,
+    the corruption and the severity."""
+    c, s = data["config"]["corruptions"].index(corruption), severity - 1
+    names = list(class_names)
+    return [dict(zip(BROKEN_COLUMNS, (
+        int(data["index"][p]), names[int(data["label"][p])], names[int(data["clean_pred"][p])],
+        float(data["clean_prob"][p]), names[int(data["pred"][c, s, p])], float(data["prob"][c, s, p]),
+        corruption, severity))) for p in broken(data, corruption, severity, label).tolist()]
 
 
 def corrupted_test_images(images: np.ndarray, indices, corruption: str, severity: int, seed: int) -> np.ndarray:

@@ -3,12 +3,18 @@ side: accuracy *and* balanced accuracy with the classes each finds more of, both
 at their chosen decision thresholds (Threshold tab), per-class accuracy, the
 difference of their confusion matrices, and the images the second run fixes,
 breaks, or gets wrong together with the first, paged on the server. A thumbnail
-click opens its detail (run A's) on the errors tab, in the browser."""
+click opens its detail (run A's) on the errors tab, in the browser.
+
+Every figure, table and set follows the header's label-set switch (:mod:`..corrected`):
+both runs are on the same test images, so they share one reviews file and are scored on
+the same reviewed labels; the summary says which labels are in use."""
 from __future__ import annotations
 
+import numpy as np
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from .. import analysis, export, figures, inputs, summaries, thresholds
+from .. import analysis, corrected, export, figures, inputs, thresholds
+from ..analysis import Predictions
 from . import gallery_item
 from . import stress as stress_view
 
@@ -87,15 +93,17 @@ def found_changes(rows_a: list[dict], rows_b: list[dict], top: int = 5) -> list[
             f"{rows_a[i]['found']:,} for A" for _, i in diffs[:top]]
 
 
-def threshold_rows(runs: list, positive: int, chosen: dict) -> list[dict]:
+def threshold_rows(runs: list, positive: int, chosen: dict, labels: np.ndarray | None = None) -> list[dict]:
     """One row per run: its threshold for ``positive`` (chosen on the Threshold tab, else 0.5) and the
-    metrics at it (:func:`~xai_dashboard.thresholds.metrics_at`)."""
+    metrics at it (:func:`~xai_dashboard.thresholds.metrics_at`) on ``labels`` int ``(N,)``, the label set in
+    use shared by the runs (the reviewed labels); default each run's own ``labels``."""
     rows = []
     for run in runs:
         entry = chosen.get(run.name) or {}
         mine = entry.get("positive") == positive and entry.get("threshold") is not None
         t = float(entry["threshold"]) if mine else thresholds.DEFAULT_THRESHOLD
-        m = thresholds.metrics_at(run.labels == positive, run.probs[:, positive], t)
+        y = (run.labels if labels is None else labels) == positive
+        m = thresholds.metrics_at(y, run.probs[:, positive], t)
         rows.append({"run": run.name, "threshold": f"{t:.4g}" + ("" if mine else " (default)"),
                      "found": f"{m['tp']:,} of {m['positives']:,}", "recall": m["recall"],
                      "precision": m["precision"], "f1": m["f1"], "balanced_accuracy": m["balanced_accuracy"],
@@ -103,24 +111,24 @@ def threshold_rows(runs: list, positive: int, chosen: dict) -> list[dict]:
     return rows
 
 
-def _compared_class(ra, chosen: dict) -> tuple[int, str | None]:
-    """The class both runs are thresholded for (run A's chosen one, else its rarest) and why there is no
-    table for it (None when there is one)."""
+def _compared_class(ra, chosen: dict, labels: np.ndarray) -> tuple[int, str | None]:
+    """The class both runs are thresholded for (run A's chosen one, else its rarest on its original labels,
+    as the Threshold tab picks it) and why there is no table for it on ``labels`` (None when there is one)."""
     k = len(ra.class_names)
     positive = (chosen.get(ra.name) or {}).get("positive")
     positive = positive if positive is not None and 0 <= positive < k else thresholds.minority_class(ra.labels, k)
-    y = ra.labels == positive
+    y = labels == positive
     return positive, (f"'{ra.class_names[positive]}' has no test images to threshold."
                       if y.all() or not y.any() else None)
 
 
-def _threshold_table(ra, rb, chosen: dict):
-    """``chosen`` as parsed by :func:`~xai_dashboard.inputs.chosen_thresholds`."""
+def _threshold_table(ra, rb, chosen: dict, labels: np.ndarray):
+    """``chosen`` as parsed by :func:`~xai_dashboard.inputs.chosen_thresholds`; ``labels`` the label set in use."""
     k = len(ra.class_names)
-    positive, problem = _compared_class(ra, chosen)
+    positive, problem = _compared_class(ra, chosen, labels)
     if problem:
         return html.P(problem, className="warning")
-    rows = threshold_rows([ra, rb], positive, chosen)
+    rows = threshold_rows([ra, rb], positive, chosen, labels)
     cols = ["run", "threshold", "found", "recall", "precision", "f1", "balanced_accuracy", "mcc", "prevalence"]
     fmt = {"recall": "{:.3f}", "precision": "{:.3f}", "f1": "{:.3f}", "balanced_accuracy": "{:.2%}",
            "mcc": "{:.3f}", "prevalence": "{:.2%}"}
@@ -132,11 +140,19 @@ def _threshold_table(ra, rb, chosen: dict):
                      html.Table([head, *body], className="kv compare-thresholds")])
 
 
-def _items(prefix, run_a, run_b, idx) -> list:
+def agreement_set(pa: Predictions, pb: Predictions, key: str) -> np.ndarray:
+    """The test indices ``(M,)`` of comparison set ``key`` (:func:`.analysis.compare`) of A's and B's
+    predictions on one label set, most confident mistakes of whichever run is wrong first."""
+    idx = analysis.compare(pa, pb)[key]
+    return analysis.sort_indices(idx, pa.labels, (pa if key == "fixed" else pb).probs, "confidence")
+
+
+def _items(prefix, run_a, run_b, idx, labels: np.ndarray) -> list:
+    """Thumbnails of ``idx`` captioned with ``labels`` (the label set in use) and both runs' predictions."""
     names = run_a.class_names
     items = []
     for i in idx.tolist():
-        t, pa, pb = int(run_a.labels[i]), int(run_a.preds[i]), int(run_b.preds[i])
+        t, pa, pb = int(labels[i]), int(run_a.preds[i]), int(run_b.preds[i])
         caption = [html.Span(names[t], className="lbl-true", title="true label"),
                    html.Span(f"A: {names[pa]}", className="lbl-pred " + ("wrong" if pa != t else "right")),
                    html.Span(f"B: {names[pb]}", className="lbl-pred " + ("wrong" if pb != t else "right"))]
@@ -181,48 +197,53 @@ def register_callbacks(app, store) -> None:
     @app.callback(Output("compare-summary", "children"), Output("compare-thresholds", "children"),
                   Output("compare-accuracy", "figure"), Output("compare-cm-diff", "figure"),
                   Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
-                  Input("chosen-thresholds", "data"))
+                  Input("chosen-thresholds", "data"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
     @inputs.guarded(inputs.hint, inputs.constant(html.P("—", className="hint")), inputs.figure, inputs.figure)
-    def update_comparison(a, b, tab, chosen):
+    def update_comparison(a, b, tab, chosen, label_set, _reviews_saved):
         runs = pair(a, b, tab)
         # The Threshold tab reports a malformed store and empties it; here it only means "none chosen".
         chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
+        label_set = inputs.label_set(label_set)
         if runs is None:
             msg = "Load a second run evaluated on the same test images to compare (e.g. xai-dashboard RUN_A RUN_B)."
             empty = figures.empty_figure("Nothing to compare")
             return msg, html.P("—", className="hint"), empty, empty
         ra, rb = runs
-        sa, sb = summaries.summary_of(ra), summaries.summary_of(rb)
+        # one test set, so one reviews file: both runs are scored on the same labels
+        (pa, sa, problem), (_, sb, _) = (corrected.scored(r, label_set) for r in runs)
         changes = found_changes(sa.per_class, sb.per_class)
-        summary = [html.P(headline(ra.name, rb.name, sa.overall, sb.overall)),
+        summary = [corrected.labels_in_use(ra, pa, label_set, problem),
+                   html.P(headline(ra.name, rb.name, sa.overall, sb.overall)),
                    html.Ul([html.Li(c) for c in changes]) if changes else html.P("Both find the same number "
                                                                                   "of images of every class.")]
         acc_a, acc_b = [r["recall"] for r in sa.per_class], [r["recall"] for r in sb.per_class]
-        return (summary, _threshold_table(ra, rb, chosen),
+        return (summary, _threshold_table(ra, rb, chosen, pa.labels),
                 figures.compare_accuracy_figure(ra.class_names, acc_a, acc_b, ra.name, rb.name),
                 figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, ra.name, rb.name))
 
     @app.callback(Output("compare-download", "data"), Output("compare-export-note", "children"),
                   *[Input(f"compare-{key}-export", "n_clicks") for key in (*[k for k, _, _ in SETS], "thresholds")],
                   State("compare-a", "value"), State("compare-b", "value"), State("chosen-thresholds", "data"),
-                  prevent_initial_call=True)
+                  State(corrected.SWITCH, "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def export_set(_fixed, _introduced, _both, _thresholds, a, b, chosen):
-        """The comparison set (A's and B's predictions side by side) or the threshold table whose button was
-        clicked, as CSV."""
+    def export_set(_fixed, _introduced, _both, _thresholds, a, b, chosen, label_set):
+        """The comparison set (A's and B's predictions side by side, on the original labels: the note says so
+        when reviews change any) or the threshold table on the chosen labels, whichever button was clicked, as CSV."""
         runs = pair(a, b, TAB)  # a click on the tab's own button: the tab is shown
         if runs is None:
             raise inputs.BadInput("there is no second run to compare with")
         key = inputs.one_of(str(ctx.triggered_id).removeprefix("compare-").removesuffix("-export"),
                             [*[k for k, _, _ in SETS], "thresholds"], "comparison set")
+        label_set = inputs.label_set(label_set)
         name = export.filename(runs[0].name, runs[1].name, key)
         if key != "thresholds":
-            return export.download(export.comparison_frame(*runs, key), name), ""
+            return export.download(export.comparison_frame(*runs, key), name), corrected.export_note(runs[0], label_set)
         chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
-        positive, problem = _compared_class(runs[0], chosen)
+        labels = corrected.predictions_for(runs[0], label_set)[0].labels
+        positive, problem = _compared_class(runs[0], chosen, labels)
         if problem:
             raise inputs.BadInput(problem)
-        return export.download(export.table_frame(threshold_rows(list(runs), positive, chosen)), name), ""
+        return export.download(export.table_frame(threshold_rows(list(runs), positive, chosen, labels)), name), ""
 
     for key, _, _ in SETS:
         _register_gallery(app, key, pair, prefix)
@@ -241,16 +262,19 @@ def _register_gallery(app, key: str, pair, prefix: str) -> None:
                   Output(f"compare-{key}-page", "data"), Output(f"compare-{key}-page-label", "children"),
                   Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
                   Input(f"compare-{key}-prev", "n_clicks"), Input(f"compare-{key}-next", "n_clicks"),
+                  Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"),
                   State(f"compare-{key}-page", "data"))
     @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant(0), inputs.constant("1 / 1"))
-    def update_gallery(a, b, tab, _prev, _next, page):
+    def update_gallery(a, b, tab, _prev, _next, label_set, _reviews_saved, page):
         runs = pair(a, b, tab)
         if runs is None:
             return [html.P("—", className="hint")], "0", 0, "1 / 1"
         ra, rb = runs
+        label_set = inputs.label_set(label_set)
         step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id, 0)
-        # a new pair of runs starts on the first page; coming back to the tab keeps the page
-        page = 0 if ctx.triggered_id in ("compare-a", "compare-b") else inputs.page(page) + step
-        idx = export.comparison_set(ra, rb, key)
+        # a new pair of runs (or label set) starts on the first page; coming back to the tab keeps the page
+        page = 0 if ctx.triggered_id in ("compare-a", "compare-b", corrected.SWITCH) else inputs.page(page) + step
+        pa, pb = (corrected.predictions_for(r, label_set)[0] for r in runs)
+        idx = agreement_set(pa, pb, key)
         shown, page, pages = analysis.page_of(idx, page)
-        return _items(prefix, ra, rb, shown), str(len(idx)), page, f"{page + 1} / {pages}"
+        return _items(prefix, ra, rb, shown, pa.labels), str(len(idx)), page, f"{page + 1} / {pages}"

@@ -1,25 +1,35 @@
 """Embedding map: the test set's penultimate-layer embeddings in 2-D (PCA at once, UMAP once
 ``precompute embeddings`` ran), coloured by class, correctness, confidence, label-issue score or human
-entropy; hover shows the thumbnail, a box or lasso selection fills the gallery below, a click shows the
-image and its nearest training examples, and the errors view's selected confusion cell is ringed.
+entropy; hover shows the thumbnail, a box or lasso selection fills the gallery below (and downloads as
+CSV), a click shows the image and its nearest training examples, and the errors view's selected
+confusion cell is ringed.
 
 Per-user state lives in the page: ``emb-selection`` (``{"run", "indices"}``: the selected points,
 reduced from plotly's selectedData in the browser so a 10,000-point lasso posts only numbers),
-``emb-page``, ``emb-chosen`` (``{"run", "index"}``) and ``emb-hover`` (what the tooltip needs).
-The confusion cell is read from the errors view's ``gallery-selection`` store.
+``emb-page``, ``emb-chosen`` (``{"run", "index"}``), ``emb-hover`` (what the tooltip needs) and
+``emb-drawn`` (``{"run", "projection", "colour"}`` of the figure in the page). The confusion cell is
+read from the errors view's ``gallery-selection`` store.
+
+What is sent, and when: the figure (float32 coordinates, base64; the test index of each point as
+customdata; no per-point hover text: the tooltip builds a thumbnail URL from the index) only when the
+run, projection or colouring differs from the one the page holds, not on every return to the tab; a
+new confusion cell replaces only the ringed trace (a ``Patch``). The points are WebGL (scattergl),
+which needs the vendored strict plotly.js (:mod:`xai_dashboard.vendor`).
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
-from dash import ALL, Input, Output, State, ctx, dcc, html
+from dash import ALL, Input, Output, Patch, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 from plotly.colors import qualitative
 
-from .. import analysis, figures, inputs
+from .. import analysis, export, figures, inputs
 from ..embedding_space import PROJECTIONS, map_coordinates
 from ..images import DETAIL_SIZE, THUMB_SIZE, image_url
 from . import neighbours, prediction_items
-from .explain import register_job_button
+from .job_button import register_job_button
 
 TITLE = "Embedding map"
 TAB = __name__.rpartition(".")[2]
@@ -27,12 +37,13 @@ COLOURS = {"true": "true class", "pred": "predicted class", "correct": "correct 
            "label_issue": "label-issue score (cleanlab; low = suspicious)", "human_entropy": "human entropy (bits)"}
 HEIGHT = 560
 _PROMPT = "Draw a box or a lasso on the map to list its images here."
+_RING = {"size": 10, "symbol": "circle-open", "color": "#111", "line": {"width": 2}}
 
 
 def layout(store) -> html.Div:
     return html.Div(className="view embedding-map-view", children=[
         dcc.Store(id="emb-selection"), dcc.Store(id="emb-page", data=0), dcc.Store(id="emb-chosen"),
-        dcc.Store(id="emb-hover"),
+        dcc.Store(id="emb-hover"), dcc.Store(id="emb-drawn"),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
                 html.H3("Embedding map"),
@@ -42,6 +53,7 @@ def layout(store) -> html.Div:
                              options=[{"label": f"colour: {v}", "value": k} for k, v in COLOURS.items()]),
             ]),
             html.Div(id="emb-note", className="hint", role="status"),
+            html.Div(id="emb-ring", className="hint", role="status"),
             dcc.Graph(id="emb-map", figure=figures.placeholder(HEIGHT), clear_on_unhover=True,
                       config={**figures.GRAPH_CONFIG, "scrollZoom": True}),
             dcc.Tooltip(id="emb-tooltip", children=[
@@ -64,6 +76,10 @@ def layout(store) -> html.Div:
                         html.Button("‹ Prev", id="emb-prev", n_clicks=0),
                         html.Span(id="emb-page-label", children="1 / 1"),
                         html.Button("Next ›", id="emb-next", n_clicks=0)]),
+                    html.Button("Download CSV", id="emb-export", n_clicks=0, className="export",
+                                title="every image of this selection, in the gallery's order"),
+                    html.Span(id="emb-export-note"),
+                    dcc.Download(id="emb-download"),
                 ]),
                 html.Div(id="emb-gallery", className="gallery", children=html.P(_PROMPT, className="hint")),
             ]),
@@ -101,17 +117,25 @@ def colour_values(run, by: str, data_dir=None) -> tuple[np.ndarray | None, str]:
 
 
 def _points(name: str, xy: np.ndarray, idx: np.ndarray, marker: dict) -> go.Scattergl:
-    # customdata as a list: dcc.Graph copies a point's customdata from the trace's own data into hover
-    # and selection events, which a base64-packed array would not give it
+    # x, y: float32, sent base64 (4 bytes a coordinate, more than a screen resolves). customdata as a list:
+    # dcc.Graph copies a point's customdata from the trace's own data into hover and selection events,
+    # which a base64-packed array would not give it. hoverinfo "none": no hover text per point, the
+    # tooltip is built in the browser from the index (_HOVER_JS)
+    xy = np.asarray(xy, dtype=np.float32)
     return go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=name, customdata=idx.tolist(),
-                        marker=marker, hoverinfo="none")
+                        marker=marker, hoverinfo="none", showlegend=bool(len(idx)))
+
+
+def ring_trace(xy: np.ndarray, highlight: np.ndarray | None, name: str) -> go.Scattergl:
+    """The ringed points ``highlight`` (test indices; None: none), always the figure's last trace."""
+    return _points(name or "ringed", xy, np.empty(0, np.int64) if highlight is None else highlight, _RING)
 
 
 def map_figure(xy: np.ndarray, by: str, values: np.ndarray, class_names: list[str],
                highlight: np.ndarray | None = None, highlight_name: str = "") -> go.Figure:
     """Scattergl of the test points ``xy`` ``(N, 2)`` coloured by ``values`` ``(N,)`` (:func:`colour_values`):
     one trace per class (or correct / wrong) for categories, one with a colour bar otherwise; the test
-    index of each point is its customdata. ``highlight`` indices are ringed in a last trace."""
+    index of each point is its customdata. The last trace rings the ``highlight`` indices (empty if None)."""
     palette = qualitative.Plotly if len(class_names) <= 10 else qualitative.Alphabet
     if by in ("true", "pred"):
         traces = [_points(name, xy, np.flatnonzero(values == c), {"size": 4, "color": palette[c % len(palette)]})
@@ -121,12 +145,10 @@ def map_figure(xy: np.ndarray, by: str, values: np.ndarray, class_names: list[st
                   _points("wrong", xy, np.flatnonzero(~values), {"size": 5, "color": "#c0392b"})]
     else:
         order = np.argsort(values, kind="stable")[::-1]  # low values (the interesting ones) drawn last, on top
-        traces = [_points(COLOURS[by], xy, order, {"size": 4, "color": values[order], "colorscale": "Viridis",
+        traces = [_points(COLOURS[by], xy, order, {"size": 4, "color": values[order].astype(np.float32),
+                                                    "colorscale": "Viridis",
                                                     "colorbar": {"title": {"text": by.replace("_", " ")}}})]
-    if highlight is not None:
-        traces.append(_points(highlight_name, xy, highlight,
-                              {"size": 10, "symbol": "circle-open", "color": "#111", "line": {"width": 2}}))
-    fig = go.Figure(traces)
+    fig = go.Figure(traces + [ring_trace(xy, highlight, highlight_name)])
     fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", hovermode="closest",
                       plot_bgcolor="#fff", legend=dict(itemsizing="constant"),
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
@@ -144,6 +166,29 @@ def _highlight(run, selection) -> tuple[np.ndarray | None, str]:
         keep |= (run.labels == t) & (run.preds == p)
     words = " and ".join(f"true {names[t]} → predicted {names[p]}" for t, p in chosen["cells"])
     return np.flatnonzero(keep), f"{words} ({int(keep.sum())})"
+
+
+def _ring_note(words: str) -> str:
+    return f"Ringed: the confusion cell selected in the errors view, {words}." if words else ""
+
+
+def selection_frame(run, indices) -> pd.DataFrame:
+    """The CSV of a map selection: its images in the gallery's order (ascending test index) with the
+    errors gallery's columns (:data:`.export.GALLERY_COLUMNS`: the image columns, then loss and margin)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    frame = export.image_frame(run, idx)
+    frame["loss"] = analysis.loss(run.probs[idx], run.labels[idx])
+    frame["margin"] = analysis.margin(run.probs[idx])
+    return frame
+
+
+def drawn_of(store, value) -> tuple[object, str] | None:
+    """The ``emb-drawn`` store (what the page's figure shows) as ``(run, projection)``; None before a draw."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise inputs.BadInput("the drawn map must be {run, projection, colour}")
+    return inputs.run_of(store, value.get("run")), inputs.one_of(value.get("projection"), PROJECTIONS, "projection")
 
 
 # In the browser: hovering fetches only the thumbnail; a selection is reduced to its test indices.
@@ -182,12 +227,14 @@ function (click, items, run) {
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
 
-    @app.callback(Output("emb-map", "figure"), Output("emb-note", "children"), Output("emb-hover", "data"),
+    @app.callback(Output("emb-map", "figure"), Output("emb-note", "children"), Output("emb-ring", "children"),
+                  Output("emb-hover", "data"), Output("emb-drawn", "data"),
                   Input("run-select", "value"), Input("emb-projection", "value"), Input("emb-colour", "value"),
-                  Input("view-tabs", "value"), Input("gallery-selection", "data"),
-                  Input("emb-precompute-poll", "disabled"))  # the job ended: its UMAP may be there now
-    @inputs.guarded(inputs.figure, inputs.hint, inputs.constant(None))
-    def draw(run_name, projection, colour, tab, selection, _job):
+                  Input("view-tabs", "value"),
+                  Input("emb-precompute-poll", "disabled"),  # the job ended: its UMAP may be there now
+                  State("gallery-selection", "data"), State("emb-drawn", "data"))
+    @inputs.guarded(inputs.figure, inputs.hint, inputs.constant(""), inputs.constant(None), inputs.constant(None))
+    def draw(run_name, projection, colour, tab, _job, selection, drawn):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         projection = inputs.one_of(projection, PROJECTIONS, "projection")
@@ -195,21 +242,37 @@ def register_callbacks(app, store) -> None:
         xy, why = map_coordinates(run, projection)
         notes = []
         if xy is None:  # no UMAP yet: the PCA, and why
-            xy, _ = map_coordinates(run, "pca")
+            projection, (xy, _) = "pca", map_coordinates(run, "pca")
             notes.append(f"UMAP not computed ({why}); showing PCA.")
         values, why = colour_values(run, colour, store.data_dir)
         if values is None:
             notes.append(f"Cannot colour by {COLOURS[colour]}: {why}; coloured by true class.")
             colour, values = "true", run.labels
+        key = {"run": run.name, "projection": projection, "colour": colour}  # what is drawn, after fallbacks
+        if ctx.triggered_id == "view-tabs" and drawn == key:
+            raise PreventUpdate  # back on the tab: the page still holds this figure (a new cell was patched in)
         highlight, words = _highlight(run, selection)
-        if highlight is not None:
-            notes.append(f"Ringed: the confusion cell selected in the errors view, {words}.")
         fig = map_figure(xy, colour, values, run.class_names, highlight, words)
         fig.update_layout(uirevision=f"{run.name}/{projection}")  # colouring keeps the zoom
         base = image_url(prefix, run.name, 0, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
         hover = {"base": base.split("/0.png?")[0] + "/", "suffix": ".png?" + base.split(".png?")[1],
                  "names": run.class_names, "labels": run.labels.tolist(), "preds": run.preds.tolist()}
-        return fig, " ".join(notes), hover
+        return fig, " ".join(notes), _ring_note(words), hover, key
+
+    @app.callback(Output("emb-map", "figure", allow_duplicate=True), Output("emb-ring", "children",
+                                                                            allow_duplicate=True),
+                  Input("gallery-selection", "data"), State("emb-drawn", "data"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def ring(selection, drawn):
+        """A new confusion cell: only the ringed (last) trace of the figure in the page is replaced."""
+        drawn = drawn_of(store, drawn)
+        if drawn is None:
+            raise PreventUpdate  # no map yet: the first draw rings the cell itself
+        run, projection = drawn
+        highlight, words = _highlight(run, selection)
+        patch = Patch()
+        patch["data"][-1] = ring_trace(map_coordinates(run, projection)[0], highlight, words)
+        return patch, _ring_note(words)
 
     app.clientside_callback(_HOVER_JS, Output("emb-tooltip", "show"), Output("emb-tooltip", "bbox"),
                             Output("emb-hover-img", "src"), Output("emb-hover-caption", "children"),
@@ -237,6 +300,19 @@ def register_callbacks(app, store) -> None:
                  for i, item in zip(shown.tolist(), prediction_items(prefix, run, shown, clickable=False))]
         return items or html.P("No points in this selection.", className="hint"), f"{len(chosen):,}", \
             f"{page + 1} / {pages}", page
+
+    @app.callback(Output("emb-download", "data"), Output("emb-export-note", "children"),
+                  Input("emb-export", "n_clicks"), State("run-select", "value"), State("emb-selection", "data"),
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_selection(_clicks, run_name, selection):
+        """The whole selection (every page of the gallery) as CSV."""
+        run = inputs.run_of(store, run_name)
+        chosen = inputs.map_selection(selection, run)
+        if not chosen:
+            raise inputs.BadInput("select points on the map first")
+        return export.download(selection_frame(run, chosen),
+                               export.filename(run.name, "map-selection", f"{len(chosen)}-images")), ""
 
     @app.callback(Output("emb-detail", "children"), Input("emb-chosen", "data"))
     @inputs.guarded(inputs.hint)

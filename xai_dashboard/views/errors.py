@@ -303,21 +303,24 @@ def register_callbacks(app, store) -> None:
 
     @app.callback(Output("image-detail", "className"), Output("detail-image", "src"),
                   Output("detail-caption", "children"), Output("detail-top5", "figure"),
-                  Input("selected-image", "data"))
+                  Input("selected-image", "data"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
     @inputs.guarded(inputs.constant("image-detail"), inputs.constant(""), inputs.hint, inputs.constant(_BLANK))
-    def show_detail(selected):
+    def show_detail(selected, label_set, _reviews_saved):
         chosen = inputs.selected_image(store, selected)
         if chosen is None:
             return "image-detail empty", "", [], _BLANK
         run, i = chosen
-        names, t, p = run.class_names, int(run.labels[i]), int(run.preds[i])
+        # the true label on the header's label set: a review "wrong -> X" makes it X (issue #10)
+        t, given, note = corrected.reviewed_label(run, i, inputs.label_set(label_set))
+        names, p = run.class_names, int(run.preds[i])
+        true = names[t] + (f" (reviewed; given: {names[given]})" if t != given else "")
         caption = html.Dl([
             html.Dt("Test image"), html.Dd(f"#{i}"),
-            html.Dt("True label"), html.Dd(names[t], className="lbl-true"),
+            html.Dt("True label"), html.Dd(true, className="lbl-true"),
             html.Dt("Predicted"), html.Dd(names[p], className="lbl-pred " + ("wrong" if t != p else "right")),
             html.Dt("Confidence"), html.Dd(f"{run.probs[i, p]:.1%}"),
             html.Dt("p(true class)"), html.Dd(f"{run.probs[i, t]:.1%}"),
         ])
         src = image_url(prefix, run.name, i, DETAIL_SIZE, run.meta["dataset"]["fingerprint"])
         fig = figures.top_k_figure(analysis.top_k(run.probs[i], 5), names, t)
-        return "image-detail", src, caption, fig
+        return "image-detail", src, [caption, *([html.P(note, className="hint")] if note else [])], fig

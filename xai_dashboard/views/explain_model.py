@@ -273,7 +273,8 @@ class FeatureView:
 
 
 def build_feature_view(store, source: dict, layer: str | None, show_all: bool) -> FeatureView:
-    """Channels of ``layer`` (top 16 by mean activation, or all), their contributions, first-conv filters."""
+    """Channels of ``layer`` (the contribution chart's 16, or all in channel order), their contributions,
+    first-conv filters."""
     from .. import explain, featuremaps
 
     run, image, _index, _ = source_image(store, source)
@@ -286,7 +287,13 @@ def build_feature_view(store, source: dict, layer: str | None, show_all: bool) -
         weight = conv[1].weight.detach().clone() if conv else None
     target_name = run.class_names[probe.target]
     if probe.spatial:
-        grid = featuremaps.channel_grid_figure(probe, featuremaps.top_channels(probe, None if show_all else 16))
+        # The default grid shows the chart's channels so every bar's map is on screen; "all" goes
+        # in channel order so any channel named in the chart is found by its number.
+        k = len(probe.activation)
+        channels = np.arange(k) if show_all else featuremaps.contribution_channels(probe)
+        title = (f"{layer}: all {k} channels, in channel order" if show_all
+                 else f"{layer}: the {len(channels)} channels of the contribution chart")
+        grid = featuremaps.channel_grid_figure(probe, channels, title)
     else:
         grid = featuremaps.vector_figure(probe)
     filters = featuremaps.filters_figure(conv[0], weight) if conv else None

@@ -2,29 +2,32 @@
 
 It shows the map's deletion and insertion AUC against random maps as smooth as it and an edge
 detector, their curves, ROAD's MoRF / LeRF means and the verdict with its reasons, each measure
-with one sentence saying what it means (:mod:`..map_faithfulness`). Scoring is ~680 forward passes
-at 32 px, so it runs only when the button is pressed; changing the image, method, target, layer or
-parameters shows the new map's scores if they are cached and otherwise asks for the button.
-Below it, the run's scoreboard of every method (:mod:`.scoreboard_table`).
+with one sentence saying what it means (:mod:`..map_faithfulness`), and the table as CSV. Scoring is
+~680 forward passes at 32 px, so it runs only when the button is pressed; changing the image, method,
+target, layer or parameters shows the new map's scores if they are cached and otherwise asks for the
+button. Below it, the run's scoreboard of every method (:mod:`.scoreboard_table`).
 """
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import Input, Output, ctx, dcc, html
+from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
-from .. import inputs
+from .. import export, inputs
 from ..cache import explain_cache
 from ..explain_spec import parse_target
 from ..figures import GRAPH_CONFIG
-from ..methods import METHODS, all_params
 from . import scoreboard_table
-from .explain_model import Controls, heatmap, source_image
+from .explain_controls import PAGE_PARAMS, page_controls
+from .explain_model import Controls, export_stem, heatmap, source_image
 
 TAB = "explain"  # the explanations view's tab (views/explain.py imports this module)
-PAGE_PARAMS = [p for p in all_params().values() if p.in_page]  # the explanations view's "xp-param-<name>"
 _GRAPH = GRAPH_CONFIG
 PROMPT = "Press “Score this map” to measure how faithful it is (about 680 model passes at 32 px)."
+# the page's controls that choose the map, after the image: the inputs (scores) or states (CSV) of a callback
+_MAP_CONTROLS = ("xp-image", "data"), ("xp-method", "value"), ("xp-target", "value"), ("xp-cam-layer", "value")
+_PARAMS = [(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS]
 
 
 def card() -> html.Div:
@@ -76,8 +79,23 @@ def _row(name: str, ours: str, random: str, edge: str, meaning: str) -> html.Tr:
                     html.Td(meaning, className="hint")])
 
 
+def table_rows(scores: dict) -> list[dict]:
+    """The card's table, unrounded, one row per map (this map, the random maps' mean with their standard
+    deviation, the edge map): deletion and insertion AUC, and ROAD's MoRF / LeRF means and gap (this map's)."""
+    rnd, edge, road = scores["random"], scores["edge"], scores["road"]
+    row = dict.fromkeys(("map", "deletion_auc", "deletion_auc_std", "insertion_auc", "insertion_auc_std",
+                         "road_morf", "road_lerf", "road_gap"))
+    return [
+        {**row, "map": "this map", "deletion_auc": scores["deletion_auc"], "insertion_auc": scores["insertion_auc"],
+         "road_morf": road["morf_mean"], "road_lerf": road["lerf_mean"], "road_gap": road["gap"]},
+        {**row, "map": f"random ({rnd['kind']})", **{k: rnd[k] for k in (
+            "deletion_auc", "deletion_auc_std", "insertion_auc", "insertion_auc_std")}},
+        {**row, "map": "edge", "deletion_auc": edge["deletion_auc"], "insertion_auc": edge["insertion_auc"]},
+    ]
+
+
 def scores_children(scores: dict) -> list:
-    """The verdict, a table of the measures with their meaning, and the curves of ``scores``."""
+    """The verdict, a table of the measures with their meaning (and its CSV download), and the curves of ``scores``."""
     from ..map_faithfulness import MEANINGS
 
     rnd, edge, road, verdict = scores["random"], scores["edge"], scores["road"], scores["verdict"]
@@ -95,26 +113,46 @@ def scores_children(scores: dict) -> list:
         html.P([html.Strong(f"Verdict: {verdict['verdict']}", className="faithfulness-verdict")]),
         html.Ul([html.Li(r) for r in verdict["reasons"]], className="hint"),
         table,
+        html.Div(className="toolbar", children=[
+            html.Button("Download CSV", id="xp-faith-export", n_clicks=0, className="export",
+                        title="the table unrounded, one row per map"),
+            dcc.Download(id="xp-faith-download"), html.Span(id="xp-faith-export-note")]),
         html.P([MEANINGS["random"], " ", MEANINGS["edge"]], className="hint"),
         dcc.Graph(id="xp-faith-curves", config=_GRAPH, figure=curves_figure(scores)),
     ]
 
 
+def _scored(store, source: dict, controls: Controls, compute: bool) -> dict | None:
+    """:func:`score`, its refusals (the registry's limits, the budget, a busy model) as :class:`..inputs.BadInput`."""
+    try:
+        return score(store, source, controls, explain_cache(), compute)
+    except (KeyError, ValueError) as e:  # ExplainError is a ValueError
+        raise inputs.BadInput(str(e.args[0]) if e.args else str(e)) from None
+
+
 def register_callbacks(app, store) -> None:
-    @app.callback(Output("xp-faith-scores", "children"),
-                  Input("xp-faith-run", "n_clicks"), Input("xp-image", "data"), Input("xp-method", "value"),
-                  Input("xp-target", "value"), Input("xp-cam-layer", "value"), Input("view-tabs", "value"),
-                  *[Input(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS])
+    @app.callback(Output("xp-faith-scores", "children"), Input("xp-faith-run", "n_clicks"),
+                  *[Input(*c) for c in _MAP_CONTROLS], Input("view-tabs", "value"), *[Input(*p) for p in _PARAMS])
     @inputs.guarded(inputs.hint)
     def scores(_clicks, source, method, target, layer, tab, *values):
         inputs.shown(tab, TAB)
-        run, source = inputs.explained_image(store, source)
-        controls = Controls(inputs.one_of(method, METHODS, "method"), inputs.target(target, len(run.class_names)),
-                            layer, params={p.name: v for p, v in zip(PAGE_PARAMS, values)})
-        try:
-            found = score(store, source, controls, explain_cache(), compute=ctx.triggered_id == "xp-faith-run")
-        except (KeyError, ValueError) as e:  # ExplainError: the registry's limits, the budget, a busy model
-            raise inputs.BadInput(str(e.args[0]) if e.args else str(e)) from None
+        source, controls = page_controls(store, source, method, target, layer, values)
+        found = _scored(store, source, controls, compute=ctx.triggered_id == "xp-faith-run")
         return scores_children(found) if found else html.P(PROMPT, className="hint")
+
+    @app.callback(Output("xp-faith-download", "data"), Output("xp-faith-export-note", "children"),
+                  Input("xp-faith-export", "n_clicks"), *[State(*c) for c in _MAP_CONTROLS + tuple(_PARAMS)],
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_scores(clicks, source, method, target, layer, *values):
+        """The table of the scores shown, as CSV: read from the cache the button filled, never recomputed."""
+        if not clicks:  # the button drawn with the scores, not pressed
+            raise PreventUpdate
+        source, controls = page_controls(store, source, method, target, layer, values)
+        found = _scored(store, source, controls, compute=False)
+        if found is None:
+            return no_update, PROMPT
+        stem = export_stem(source, controls.method, found["target"], store.get(source["run"]).class_names)
+        return export.download(export.table_frame(table_rows(found)), export.filename(stem, "faithfulness")), ""
 
     scoreboard_table.register_callbacks(app, store)

@@ -3,25 +3,29 @@
 Needs an annotator file that fits the run's test set (:mod:`xai_dashboard.human_labels`); without
 one the page says where it looked, and a refused file is named with the reason. The numbers come
 from :mod:`xai_dashboard.human_analysis` (memoised per run and file); points of the entropy scatter
-and thumbnails of the slice galleries open the image in the errors view's detail panel.
+(WebGL, one per test image) and thumbnails of the slice galleries open the image in the errors view's
+detail panel; the chosen slice downloads as CSV. Slice buttons reach the server through
+:func:`.clicks.relay`: redrawing them (a run change) is no click.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, figures, inputs
+from .. import analysis, export, figures, inputs
 from ..human_analysis import SLICES, Comparison, comparison
-from ..human_labels import BESIDE_DATA, HUMAN_LABELS_ENV, annotations
-from . import gallery_item
+from ..human_labels import BESIDE_DATA, HUMAN_LABELS_ENV, annotations, entropy_bits
+from . import clicks, gallery_item
 from .labels import open_in_detail
 
 TITLE = "Humans vs model"
 TAB = __name__.rpartition(".")[2]
 ITEM, SLICE = "hv-item", "hv-slice"  # pattern-matching id types
+SLICE_CLICK = "hv-slice-click"  # the relayed slice-button click (clicks.relay)
 _GRAPH = figures.GRAPH_CONFIG
 _BLANK = figures.placeholder(300)
 
@@ -30,6 +34,8 @@ def layout(store) -> html.Div:
     return html.Div(className="view humans-view", children=[
         dcc.Store(id="hv-selection", data=None),
         dcc.Store(id="hv-page", data=0),
+        clicks.store(SLICE_CLICK),
+        dcc.Store(id="hv-drawn", data=None),  # the run whose figures the page holds
         html.Div(id="hv-status"),
         html.Div(className="card", children=[
             dcc.Graph(id="hv-matrices", config=_GRAPH, figure=_BLANK),
@@ -51,6 +57,10 @@ def layout(store) -> html.Div:
                     html.Span(id="hv-page-label", children="1 / 1"),
                     html.Button("Next ›", id="hv-next", n_clicks=0),
                 ]),
+                html.Button("Download CSV", id="hv-export", n_clicks=0, className="export",
+                            title="every image of this slice, in the gallery's order"),
+                html.Span(id="hv-export-note"),
+                dcc.Download(id="hv-download"),
             ]),
             html.Div(id="hv-gallery", className="gallery"),
         ]),
@@ -112,41 +122,58 @@ def slice_items(prefix: str, run, human: np.ndarray, indices: np.ndarray) -> lis
     return items
 
 
+def slice_frame(run, human: np.ndarray, indices: np.ndarray) -> pd.DataFrame:
+    """The CSV of a slice: its images ``indices`` ``(M,)`` in the gallery's order, the image columns of
+    every gallery CSV (:func:`.export.image_frame`), then what people said (``human`` ``(N, K)``: each
+    test image's label shares) and both entropies in bits."""
+    idx = np.asarray(indices, dtype=np.int64)
+    names = np.asarray(run.class_names, dtype=object)
+    shares = human[idx]
+    frame = export.image_frame(run, idx)
+    frame["people: top class"] = names[shares.argmax(1)]
+    frame["people: share of top class"] = shares.max(1)
+    frame["people: share of label"] = shares[np.arange(len(idx)), run.labels[idx]]
+    frame["human entropy (bits)"] = entropy_bits(shares)
+    frame["model entropy (bits)"] = entropy_bits(run.probs[idx])
+    return frame
+
+
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
 
     @app.callback(Output("hv-status", "children"), Output("hv-matrices", "figure"),
                   Output("hv-correlation", "children"), Output("hv-scatter", "figure"),
-                  Output("hv-calibration", "children"), Output("hv-slices", "children"),
-                  Input("run-select", "value"), Input("view-tabs", "value"))
+                  Output("hv-calibration", "children"), Output("hv-slices", "children"), Output("hv-drawn", "data"),
+                  Input("run-select", "value"), Input("view-tabs", "value"), State("hv-drawn", "data"))
     @inputs.guarded(inputs.hint, inputs.figure, inputs.constant(""), inputs.figure, inputs.constant([]),
-                    inputs.constant([]))
-    def update(run_name, tab):
+                    inputs.constant([]), inputs.constant(None))
+    def update(run_name, tab, drawn):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
+        if ctx.triggered_id == "view-tabs" and drawn == run.name:
+            raise PreventUpdate  # back on the tab: the page still holds this run's figures (10,000 points)
         c, found = _compared(store, run)
         matrices, scatter = _figures(analysis.predictions_of(run), found, tuple(run.class_names))
         r = c.correlation
         said = (f"Off-diagonal patterns ({r['cells']} cells): Pearson r = {r['pearson']:.3f}, Spearman ρ = "
                 f"{r['spearman']:.3f}. People's matrix: every annotation, each image weighted equally.")
         status = html.P(f"People's labels from {found.source}.", className="hint")
-        return status, matrices, said, scatter, calibration_table(c.calibration), slice_buttons(c)
+        return status, matrices, said, scatter, calibration_table(c.calibration), slice_buttons(c), run.name
 
     @app.callback(Output("hv-gallery", "children"), Output("hv-gallery-title", "children"),
                   Output("hv-count", "children"), Output("hv-page-label", "children"),
                   Output("hv-selection", "data"), Output("hv-page", "data"),
-                  Input({"type": SLICE, "slice": ALL}, "n_clicks"), Input("hv-prev", "n_clicks"),
+                  Input(SLICE_CLICK, "data"), Input("hv-prev", "n_clicks"),
                   Input("hv-next", "n_clicks"), Input("run-select", "value"), Input("view-tabs", "value"),
                   State("hv-selection", "data"), State("hv-page", "data"))
     @inputs.guarded(inputs.hint, inputs.constant("Choose a slice"), inputs.constant("0"), inputs.constant("1 / 1"),
                     inputs.constant(None), inputs.constant(0))
-    def slice_gallery(_clicks, _prev, _next, run_name, tab, chosen, page):
+    def slice_gallery(click, _prev, _next, run_name, tab, chosen, page):
         inputs.shown(tab, TAB)
         trigger, page = ctx.triggered_id, inputs.page(page)
-        if isinstance(trigger, dict):
-            if not (ctx.triggered and ctx.triggered[0]["value"]):
-                raise PreventUpdate  # slice buttons drawn anew fire with n_clicks 0
-            chosen, page = trigger.get("slice"), 0
+        button = clicks.clicked(click, SLICE) if trigger == SLICE_CLICK else None
+        if button is not None:
+            chosen, page = button.get("slice"), 0
         elif trigger == "run-select":
             chosen, page = None, 0
         page = max(page - 1, 0) if trigger == "hv-prev" else page + 1 if trigger == "hv-next" else page
@@ -158,6 +185,22 @@ def register_callbacks(app, store) -> None:
         shown, page, pages = analysis.page_of(c.slices[chosen], page)
         items = slice_items(prefix, run, found.probs, shown) or [html.P("No image in this slice.", className="hint")]
         return (items, SLICES[chosen][0], f"{len(c.slices[chosen]):,}", f"{page + 1} / {pages}", chosen, page)
+
+    clicks.relay(app, {"type": SLICE, "slice": ALL}, SLICE_CLICK)
+
+    @app.callback(Output("hv-download", "data"), Output("hv-export-note", "children"),
+                  Input("hv-export", "n_clicks"), State("run-select", "value"), State("hv-selection", "data"),
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_slice(_clicks, run_name, chosen):
+        """The chosen slice, every page of it, as CSV."""
+        if chosen is None:
+            raise inputs.BadInput("choose a slice first")
+        chosen = inputs.one_of(chosen, SLICES, "slice")
+        run = inputs.run_of(store, run_name)
+        c, found = _compared(store, run)
+        return export.download(slice_frame(run, found.probs, c.slices[chosen]),
+                               export.filename(run.name, "humans", chosen)), ""
 
     open_in_detail(app, Input({"type": ITEM, "index": ALL}, "n_clicks"))
     open_in_detail(app, Input("hv-scatter", "clickData"))

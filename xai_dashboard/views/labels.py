@@ -5,20 +5,23 @@ score (:mod:`xai_dashboard.label_issues`), with three review buttons; a review i
 to the dataset's reviews file (:mod:`xai_dashboard.reviews`) and bumps the header's
 ``reviews-stamp``, so views showing the reviewed labels (:mod:`xai_dashboard.corrected`) redraw.
 A thumbnail click opens the image in the errors view's detail panel (:func:`open_in_detail`).
+The review buttons reach the server through a relay store (:mod:`.clicks`: a page of new buttons drawn
+while a save runs must not cancel it); "Download CSV" exports every flagged image with its review.
 """
 from __future__ import annotations
 
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import analysis, corrected, inputs
-from ..label_issues import LabelIssuesError, rank_label_issues
+from .. import analysis, corrected, export, inputs
+from ..label_issues import LabelIssuesError, issues_table, rank_label_issues
 from ..reviews import VERDICTS, ReviewsError, ReviewStore, counts
-from . import gallery_item
+from . import clicks, gallery_item
 
 TITLE = "Label issues"
 TAB = __name__.rpartition(".")[2]
 ITEM, REVIEW, CLASS = "lbl-item", "lbl-review", "lbl-class"  # pattern-matching id types
+REVIEW_CLICK = "lbl-review-click"  # relay store of the review buttons' clicks
 PAGE_SIZE = 24  # each item carries a class dropdown: fewer than the errors gallery's 48
 
 # A click on a thumbnail (id type ITEM-like, value n_clicks) or on a point of a figure whose
@@ -52,6 +55,7 @@ def open_in_detail(app, source: Input) -> None:
 def layout(store) -> html.Div:
     return html.Div(className="view labels-view", children=[
         dcc.Store(id="lbl-page", data=0),
+        clicks.store(REVIEW_CLICK),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
                 html.H3("Likely label errors"),
@@ -63,6 +67,10 @@ def layout(store) -> html.Div:
                     html.Span(id="lbl-page-label", children="1 / 1"),
                     html.Button("Next ›", id="lbl-next", n_clicks=0),
                 ]),
+                html.Button("Download CSV", id="lbl-export", n_clicks=0, className="export",
+                            title="every flagged image (every page, the reviewed filter applied), with its review"),
+                html.Span(id="lbl-export-note"),
+                dcc.Download(id="lbl-download"),
             ]),
             html.P("Most suspicious first. Flagged by cleanlab's confident learning on this run's test-set "
                    "probabilities; the score is cleanlab's label quality (the model's probability of the given "
@@ -153,18 +161,19 @@ def register_callbacks(app, store) -> None:
             html.P("No image left to review." if hide else "cleanlab flags no image of this run.", className="hint")]
         return items, f"{flagged:,}", f"{page + 1} / {pages}", page, status, summary_line(run, flagged, reviews)
 
+    clicks.relay(app, {"type": REVIEW, "verdict": ALL, "index": ALL}, REVIEW_CLICK)
+
     @app.callback(Output(corrected.STAMP, "data"), Output("lbl-message", "children"),
-                  Input({"type": REVIEW, "verdict": ALL, "index": ALL}, "n_clicks"),
-                  State({"type": CLASS, "index": ALL}, "value"), State("run-select", "value"),
-                  State(corrected.STAMP, "data"), prevent_initial_call=True)
+                  Input(REVIEW_CLICK, "data"), State({"type": CLASS, "index": ALL}, "value"),
+                  State("run-select", "value"), State(corrected.STAMP, "data"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def save_review(_clicks, _classes, run_name, stamp):
-        trigger = ctx.triggered_id
-        if not isinstance(trigger, dict) or not (ctx.triggered and ctx.triggered[0]["value"]):
-            raise PreventUpdate  # buttons of a freshly drawn page fire with n_clicks 0
+    def save_review(click, _classes, run_name, stamp):
+        button = clicks.clicked(click, REVIEW)
+        if button is None:
+            raise PreventUpdate
         run = inputs.run_of(store, run_name)
-        verdict = inputs.one_of(trigger.get("verdict"), VERDICTS, "review")
-        i = inputs.index(trigger.get("index"), len(run.labels))
+        verdict = inputs.one_of(button.get("verdict"), VERDICTS, "review")
+        i = inputs.index(button.get("index"), len(run.labels))
         label = None
         if verdict == "wrong":
             chosen = [s.get("value") for s in ctx.states_list[0] if s["id"].get("index") == i]
@@ -176,6 +185,24 @@ def register_callbacks(app, store) -> None:
         said = VERDICTS[verdict] + (f" → {run.class_names[label]}" if label is not None else "")
         stamp = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0
         return stamp + 1, html.P(f"Saved: test image #{i}: {said}.", className="hint")
+
+    @app.callback(Output("lbl-download", "data"), Output("lbl-export-note", "children"),
+                  Input("lbl-export", "n_clicks"), State("run-select", "value"), State("lbl-hide", "value"),
+                  prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_issues(_clicks, run_name, hide):
+        """Every flagged image in rank order (without the reviewed ones when they are hidden), as CSV."""
+        run = inputs.run_of(store, run_name)
+        hide = "hide" in inputs.checklist(hide, ("hide",), "the reviewed filter")
+        try:
+            reviews, note = ReviewStore.for_run(run).load(), ""
+        except ReviewsError as e:  # as in the page: the original labels, and the reason in words
+            reviews, note = {}, inputs.hint(f"Exported without reviews: {e}")
+        try:
+            frame = issues_table(run, reviews, hide)
+        except LabelIssuesError as e:
+            raise inputs.BadInput(str(e)) from None
+        return export.download(frame, export.filename(run.name, "label-issues", "unreviewed" if hide else "all")), note
 
     @app.callback(Output(corrected.NOTE, "children"), Input(corrected.SWITCH, "value"),
                   Input("run-select", "value"), Input(corrected.STAMP, "data"))

@@ -15,6 +15,7 @@ import dash_ag_grid as dag
 from .. import export, inputs
 from ..methods import METHODS
 from ..scoreboard_file import SCOREBOARD, load_scoreboard, table_rows
+from .job_button import job_controls, register_job_button
 
 TAB = "explain"
 SCORES = {"deletion": "Deletion AUC ↓", "random_deletion": "random", "edge_deletion": "edge",
@@ -35,8 +36,6 @@ def columns() -> list[dict]:
 
 
 def section() -> html.Details:
-    from .explain import job_controls  # explain imports this module
-
     return html.Details(style={"marginTop": "12px"}, children=[
         html.Summary("Scoreboard: every method on a sample of test images"),
         html.Div(className="toolbar", children=[
@@ -106,7 +105,5 @@ def register_callbacks(app, store) -> None:
             return [], note(None, problem or f"{SCOREBOARD.name}: absent", None), options, csv
         rows = grid_rows(data, label)
         return rows, note(data, problem, None if label is None else names[label]), options, csv
-
-    from .explain import register_job_button
 
     register_job_button(app, store, "scoreboard", "xp-board-compute", "xp-board")

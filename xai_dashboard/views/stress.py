@@ -3,7 +3,9 @@
 test images or one true class. Clicking a cell lists the images that corruption breaks at that severity
 (right when clean, wrong when corrupted) as clean | corrupted pairs, the corrupted image regenerated
 for just the shown page; each pair's Grad-CAMs (clean and corrupted, each for its prediction) are one
-click away. Also the two runs' heatmaps and their difference for "Compare runs" (:func:`compare_card`).
+click away (the buttons' clicks reach the server through a relay store, :mod:`.clicks`). The heatmap's
+table and a cell's pairs download as CSV. Also the two runs' heatmaps and their difference for "Compare
+runs" (:func:`compare_card`).
 """
 from __future__ import annotations
 
@@ -12,20 +14,26 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from plotly.subplots import make_subplots
 
-from .. import analysis, inputs
+from .. import analysis, export, inputs
 from ..figures import GRAPH_CONFIG, _base, empty_figure, placeholder
 from ..images import THUMB_SIZE, encode_png, image_url, to_hwc, upscale
 from ..overlay import data_url
-from ..stress_file import SEVERITIES, STRESS, accuracy_table, broken, corrupted_test_images, load_stress, summary
-from .explain import job_controls, register_job_button
+from ..stress_file import (
+    BROKEN_COLUMNS, SEVERITIES, STRESS, accuracy_table, broken, broken_rows, corrupted_test_images, heatmap_rows,
+    load_stress, summary,
+)
+from . import clicks
+from .job_button import job_controls, register_job_button
 
 TITLE = "Stress test"
 TAB = __name__.rpartition(".")[2]
 PAIRS_PER_PAGE = 24
+CAM_OPEN, CAM_CLICK = "stress-cam-open", "stress-cam-click"  # a pair's Grad-CAM buttons, their relay store
 _GRAPH = GRAPH_CONFIG
 _COLUMNS = [str(s) for s in SEVERITIES] + ["mean"]
 _PAIR_GRID = {"display": "grid", "gridTemplateColumns": "repeat(auto-fill, minmax(236px, 1fr))", "gap": "10px"}
-_IMG = {"imageRendering": "pixelated", "display": "block"}
+_IMG = {"imageRendering": "pixelated", "display": "inline-block", "margin": "0 3px 4px"}
+_CAPTION = {"fontSize": "11px", "lineHeight": 1.4, "marginBottom": "4px"}
 SCOPE = ("Corruptions of Hendrycks & Dietterich (ICLR 2019) with their CIFAR-10-C parameters: the 14 that need "
          "no external images (glass blur, snow and frost are left out, Gaussian blur and saturate added), "
          "so the mean is not the 15-corruption CIFAR-10-C mean.")
@@ -33,12 +41,13 @@ SCOPE = ("Corruptions of Hendrycks & Dietterich (ICLR 2019) with their CIFAR-10-
 
 def layout(store) -> html.Div:
     return html.Div(className="view stress-view", children=[
-        dcc.Store(id="stress-cell"), dcc.Store(id="stress-page", data=0),
+        dcc.Store(id="stress-cell"), dcc.Store(id="stress-page", data=0), clicks.store(CAM_CLICK),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
                 html.H3("Accuracy under common corruptions"),
                 dcc.Dropdown(id="stress-class", value="all", clearable=False, style={"width": "220px"},
                              options=[{"label": "all classes", "value": "all"}]),
+                *_export_controls("table", "the accuracy table (corruption × severity, of the classes chosen)"),
             ]),
             html.P(id="stress-summary"),
             html.Div(id="stress-note", className="hint", role="status"),
@@ -54,11 +63,17 @@ def layout(store) -> html.Div:
                     html.Span("1 / 1", id="stress-page-label"),
                     html.Button("Next ›", id="stress-next", n_clicks=0),
                 ]),
+                *_export_controls("pairs", "every image this cell breaks (every page), with both predictions"),
             ]),
             html.Div(id="stress-cam", className="row"),
             html.Div(id="stress-pairs", style=_PAIR_GRID),
         ]),
     ])
+
+
+def _export_controls(what: str, title: str) -> list:
+    return [html.Button("Download CSV", id=f"stress-export-{what}", n_clicks=0, className="export", title=title),
+            html.Span(id=f"stress-export-{what}-note"), dcc.Download(id=f"stress-download-{what}")]
 
 
 def _grid(table: dict) -> np.ndarray:
@@ -145,27 +160,26 @@ def _label(value, k: int) -> int | None:
 
 
 def pair_item(run, data: dict, pos: int, corrupted: np.ndarray, c: int, s: int, prefix: str) -> html.Div:
-    """One clean | corrupted pair: test image ``data["index"][pos]`` and its corrupted ``(C, H, W)``."""
+    """One clean | corrupted pair: test image ``data["index"][pos]`` and its corrupted ``(C, H, W)``.
+    Eight components: the page's cost in the browser grows with their number (Dash mounts each)."""
     names, i, t = run.class_names, int(data["index"][pos]), int(data["label"][pos])
     pc, pk = int(data["clean_pred"][pos]), int(data["pred"][c, s - 1, pos])
     src = data_url(encode_png(upscale(to_hwc(corrupted), THUMB_SIZE)))
     clean = image_url(prefix, run.name, i, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
 
-    def tile(url, what, pred, prob, right):
-        return html.Figure(style={"margin": 0}, children=[
-            html.Img(src=url, width=THUMB_SIZE, height=THUMB_SIZE, alt=f"{what} test image {i}", style=_IMG),
-            html.Figcaption(className="caption stacked", children=[
-                html.Span(what, className="hint"),
-                html.Span(names[pred], className="lbl-pred " + ("right" if right else "wrong")),
-                html.Span(f"p({names[t]}) {prob:.0%}", className="conf", title="probability of the true class")])])
+    def caption(what: str, pred: int, prob: float) -> list:
+        return [f"{what} ", html.Span(names[pred], className="lbl-pred " + ("right" if pred == t else "wrong")),
+                f" · p({names[t]}) {prob:.0%}"]
 
     return html.Div(className="gallery-item stress-pair", title=f"test image #{i}, true class {names[t]}",
                     **{"data-index": i, "data-label": t, "data-clean-pred": pc, "data-corrupted-pred": pk},
                     children=[
-        html.Div(style={"display": "flex", "gap": "6px", "justifyContent": "center"}, children=[
-            tile(clean, "clean", pc, float(data["clean_prob"][pos]), pc == t),
-            tile(src, "corrupted", pk, float(data["prob"][c, s - 1, pos]), pk == t)]),
-        html.Button("Grad-CAM of both", id={"type": "stress-cam-open", "index": i}, n_clicks=0)])
+        *(html.Img(src=url, width=THUMB_SIZE, height=THUMB_SIZE, alt=f"{what} test image {i}", style=_IMG)
+          for url, what in ((clean, "clean"), (src, "corrupted"))),
+        html.Div(style=_CAPTION, title=f"prediction, and the probability of the true class {names[t]}", children=[
+            *caption("clean", pc, float(data["clean_prob"][pos])), html.Br(),
+            *caption("corrupted", pk, float(data["prob"][c, s - 1, pos]))]),
+        html.Button("Grad-CAM of both", id={"type": CAM_OPEN, "index": i}, n_clicks=0)])
 
 
 def _evaluated(data: dict) -> list[str]:
@@ -211,17 +225,8 @@ def register_callbacks(app, store) -> None:
         return (heatmap_figure(table, f"{run.name}: accuracy (%), {scope}"),
                 summary_text(data, table, None if label is None else names[label]), note, options)
 
-    @app.callback(Output("stress-cell", "data"), Input("stress-heatmap", "clickData"), Input("run-select", "value"),
-                  prevent_initial_call=True)
-    @inputs.guarded(inputs.constant(None))
-    def choose(click, run_name):
-        """A clicked severity cell (a mean cell keeps the current one); none after a run switch."""
-        if ctx.triggered_id == "run-select" or click is None:
-            return None
-        data = _stress_of(inputs.run_of(store, run_name))
-        return clicked_cell(click, _evaluated(data)) or no_update
-
     _register_pairs(app, store)
+    _register_exports(app, store)
     register_job_button(app, store, "stress", "stress-compute", "stress")
 
 
@@ -236,36 +241,88 @@ def _register_pairs(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
     untitled = "Images a corruption breaks"
 
+    # The heatmap click is read here, not stored by a callback of its own first: one round trip per click.
     @app.callback(Output("stress-pairs", "children"), Output("stress-pairs-title", "children"),
-                  Output("stress-page", "data"), Output("stress-page-label", "children"),
-                  Input("stress-cell", "data"), Input("stress-class", "value"), Input("run-select", "value"),
+                  Output("stress-page", "data"), Output("stress-page-label", "children"), Output("stress-cell", "data"),
+                  Input("stress-heatmap", "clickData"), Input("stress-class", "value"), Input("run-select", "value"),
                   Input("view-tabs", "value"), Input("stress-prev", "n_clicks"), Input("stress-next", "n_clicks"),
-                  State("stress-page", "data"))
-    @inputs.guarded(inputs.hint, inputs.constant(untitled), inputs.constant(0), inputs.constant("1 / 1"))
-    def pairs(cell, label, run_name, tab, _prev, _next, page):
+                  State("stress-cell", "data"), State("stress-page", "data"))
+    @inputs.guarded(inputs.hint, inputs.constant(untitled), inputs.constant(0), inputs.constant("1 / 1"),
+                    inputs.constant(None))
+    def pairs(click, label, run_name, tab, _prev, _next, cell, page):
+        """The pairs of the clicked severity cell (a mean cell keeps the current one; none after a run switch)."""
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         data = _stress_of(run)
-        cell = stored_cell(cell, _evaluated(data))
+        trigger = ctx.triggered_id
+        if trigger == "run-select":
+            cell = None
+        elif trigger == "stress-heatmap" and click is not None:
+            cell = clicked_cell(click, _evaluated(data)) or stored_cell(cell, _evaluated(data))
+        else:
+            cell = stored_cell(cell, _evaluated(data))
         if cell is None:
-            return html.P("Click a severity cell of the heatmap.", className="hint"), untitled, 0, "1 / 1"
-        step = {"stress-prev": -1, "stress-next": 1}.get(ctx.triggered_id)
+            return html.P("Click a severity cell of the heatmap.", className="hint"), untitled, 0, "1 / 1", None
+        step = {"stress-prev": -1, "stress-next": 1}.get(trigger)
         page = inputs.page(page) + step if step else 0  # a new cell, class or run starts on the first page
-        return pairs_page(run, data, cell, _label(label, len(run.class_names)), page, prefix)
+        return *pairs_page(run, data, cell, _label(label, len(run.class_names)), page, prefix), cell
 
-    @app.callback(Output("stress-cam", "children"), Input({"type": "stress-cam-open", "index": ALL}, "n_clicks"),
+    clicks.relay(app, {"type": CAM_OPEN, "index": ALL}, CAM_CLICK)
+
+    @app.callback(Output("stress-cam", "children"), Input(CAM_CLICK, "data"),
                   State("stress-cell", "data"), State("run-select", "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.hint)
-    def gradcam(clicks, cell, run_name):
-        if not ctx.triggered_id or not any(clicks or []):  # the buttons of a new page were drawn
+    def gradcam(click, cell, run_name):
+        button = clicks.clicked(click, CAM_OPEN)
+        if button is None:
             return no_update
         run = inputs.run_of(store, run_name)
-        index = inputs.index(ctx.triggered_id.get("index"), len(run.labels))
+        index = inputs.index(button.get("index"), len(run.labels))
         data = _stress_of(run)
         cell = stored_cell(cell, _evaluated(data))
         if cell is None:
             raise inputs.BadInput("choose a heatmap cell first")
         return gradcam_pair(run, index, cell["corruption"], cell["severity"], data["config"]["seed"])
+
+
+def pairs_frame(run, data: dict, cell: dict, label: int | None):
+    """Every image ``cell`` breaks (of true class ``label`` if given), in the view's order, as a table:
+    :func:`..stress_file.broken_rows` with the image's ``file`` after its index (image-folder runs)."""
+    rows = broken_rows(data, cell["corruption"], cell["severity"], label, run.class_names)
+    frame = export.table_frame(rows).reindex(columns=BROKEN_COLUMNS)  # the header even when nothing breaks
+    files = export.file_paths(run)
+    frame.insert(1, "file", [files[i] for i in frame["index"]] if files else [""] * len(frame))
+    return frame
+
+
+def _register_exports(app, store) -> None:
+    @app.callback(Output("stress-download-table", "data"), Output("stress-export-table-note", "children"),
+                  Input("stress-export-table", "n_clicks"), State("run-select", "value"),
+                  State("stress-class", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_table(_clicks, run_name, label):
+        """The heatmap's accuracies, unrounded, for the classes shown."""
+        run = inputs.run_of(store, run_name)
+        label = _label(label, len(run.class_names))
+        scope = "all classes" if label is None else run.class_names[label]
+        rows = heatmap_rows(accuracy_table(_stress_of(run), label), scope)
+        return export.download(export.table_frame(rows), export.filename(run.name, "stress", scope)), ""
+
+    @app.callback(Output("stress-download-pairs", "data"), Output("stress-export-pairs-note", "children"),
+                  Input("stress-export-pairs", "n_clicks"), State("run-select", "value"),
+                  State("stress-cell", "data"), State("stress-class", "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_pairs(_clicks, run_name, cell, label):
+        """Every image the chosen cell breaks (all pages), for the classes shown."""
+        run = inputs.run_of(store, run_name)
+        data = _stress_of(run)
+        cell = stored_cell(cell, _evaluated(data))
+        if cell is None:
+            raise inputs.BadInput("Click a severity cell of the heatmap first.")
+        label = _label(label, len(run.class_names))
+        name = export.filename(run.name, cell["corruption"], f"severity-{cell['severity']}",
+                               "all classes" if label is None else run.class_names[label])
+        return export.download(pairs_frame(run, data, cell, label), name), ""
 
 
 def gradcam_pair(run, index: int, corruption: str, severity: int, seed: int) -> list:

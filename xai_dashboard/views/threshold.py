@@ -6,6 +6,10 @@ threshold is a slider, or is chosen for a target recall or a cost ratio FN:FP; t
 confusion matrix, precision, recall, F1, balanced accuracy and MCC at it each show
 the prevalence beside them, and the ROC and PR curves mark the operating point.
 
+Every figure follows the header's label-set switch (:mod:`..corrected`): on the reviewed labels
+the positives, the curves and the threshold a target recall or cost picks are those of the
+reviewed labels, and the toolbar says which labels are in use.
+
 Per-user state: ``chosen-thresholds`` (session storage) maps a run name to
 ``{"positive": class index, "threshold": t}``; "Compare runs" reads it to compare
 two runs at their chosen thresholds. Every callback here is gated on this tab.
@@ -16,7 +20,8 @@ import numpy as np
 from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from .. import export, figures, inputs, summaries, thresholds
+from .. import corrected, export, figures, inputs, thresholds
+from ..analysis import Predictions
 
 TITLE = "Threshold"
 TAB = __name__.rpartition(".")[2]
@@ -44,6 +49,7 @@ def layout(store) -> html.Div:
                            tooltip={"placement": "bottom", "always_visible": True}),
             ]),
             html.Div(id="threshold-note", className="hint threshold-note"),
+            html.Div(id="threshold-labels", className="threshold-labels"),
             html.Div(className="threshold-export", children=[
                 html.Span("At this threshold, download as CSV:"),
                 *[html.Button(label, id=f"threshold-export-{kind}", n_clicks=0, className="export")
@@ -99,28 +105,35 @@ def _cards(rows) -> list:
             for label, value, hint in rows]
 
 
-def threshold_outputs(run, positive: int, threshold: float) -> tuple:
-    """Cards, confusion matrix, ROC and PR figures of ``positive`` vs the rest at ``threshold``."""
-    names = run.class_names
+def threshold_outputs(names: list[str], p: Predictions, curves: list[dict], positive: int, threshold: float
+                      ) -> tuple:
+    """Cards, confusion matrix, ROC and PR figures of ``positive`` vs the rest at ``threshold``.
+
+    ``p``: the run's predictions on the label set in use (``labels`` int ``(N,)``, ``probs`` ``(N, K)``);
+    ``curves``: the per-class ROC/PR curves of the summary on the same labels (``RunSummary.curves``).
+    """
     name = names[positive]
-    y = run.labels == positive
+    y = p.labels == positive
     if y.all() or not y.any():
         msg = f"'{name}' has {'every' if y.any() else 'no'} test image: there is nothing to threshold."
         empty = figures.empty_figure(msg)
         return [html.P(msg, className="warning")], empty, empty, empty
-    m = thresholds.metrics_at(y, run.probs[:, positive], threshold)
+    m = thresholds.metrics_at(y, p.probs[:, positive], threshold)
     negative = names[1 - positive] if len(names) == 2 else f"not {name}"
     cm = figures.confusion_figure(np.asarray(m["cm"]), [negative, name],
                                   title=f"Confusion matrix at threshold {threshold:.4g}")
-    curve = summaries.summary_of(run).curves[positive]
+    curve = curves[positive]
     roc, pr = figures.operating_point_figures(curve, m, name)
     return _cards(threshold_cards(m, name, curve)), cm, roc, pr
 
 
-def chosen_by(trigger: str, run, positive: int, recall, cost) -> tuple[float, str]:
+def chosen_by(trigger: str, run, positive: int, recall, cost, labels: np.ndarray | None = None
+              ) -> tuple[float, str]:
     """The threshold (and a sentence about it) for a "Set threshold" button; only the box that
-    button reads is parsed (an empty cost box does not stop a target recall)."""
-    y, scores = run.labels == positive, run.probs[:, positive]
+    button reads is parsed (an empty cost box does not stop a target recall). ``labels`` int ``(N,)``:
+    the label set in use (the reviewed labels); default ``run.labels``."""
+    y = (run.labels if labels is None else labels) == positive
+    scores = run.probs[:, positive]
     name = run.class_names[positive]
     if y.all() or not y.any():  # a class that is every test image, or none: no threshold separates it
         raise inputs.BadInput(f"Cannot choose a threshold: '{name}' has {'every' if y.any() else 'no'} test image.")
@@ -153,42 +166,49 @@ def register_callbacks(app, store) -> None:
                   Input("threshold-class", "value"), Input("threshold-by-recall", "n_clicks"),
                   Input("threshold-by-cost", "n_clicks"), State("run-select", "value"),
                   State("threshold-recall", "value"), State("threshold-cost", "value"),
-                  State("chosen-thresholds", "data"), prevent_initial_call=True)
+                  State("chosen-thresholds", "data"), State(corrected.SWITCH, "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def set_threshold(positive, _by_recall, _by_cost, run_name, recall, cost, chosen):
+    def set_threshold(positive, _by_recall, _by_cost, run_name, recall, cost, chosen, label_set):
         if positive is None:
             raise PreventUpdate
         run = inputs.run_of(store, run_name)
         positive = inputs.class_index(positive, len(run.class_names))
+        label_set = inputs.label_set(label_set)
         if ctx.triggered_id == "threshold-class":
             return restored_threshold(inputs.chosen_thresholds(chosen).get(run.name), positive), ""
-        return chosen_by(ctx.triggered_id, run, positive, recall, cost)
+        p, _ = corrected.predictions_for(run, label_set)  # a target recall of the labels the page shows
+        return chosen_by(ctx.triggered_id, run, positive, recall, cost, labels=p.labels)
 
     # chosen-thresholds is emptied on an error: a malformed store would otherwise fail every later move.
     @app.callback(Output("threshold-cards", "children"), Output("threshold-cm", "figure"),
                   Output("threshold-roc", "figure"), Output("threshold-pr", "figure"),
-                  Output("chosen-thresholds", "data"),
+                  Output("chosen-thresholds", "data"), Output("threshold-labels", "children"),
                   Input("threshold-slider", "value"), Input("threshold-class", "value"),
-                  Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
-    @inputs.guarded(inputs.hint, inputs.figure, inputs.figure, inputs.figure, inputs.constant({}))
-    def update_threshold(threshold, positive, run_name, tab, chosen):
+                  Input("run-select", "value"), Input("view-tabs", "value"),
+                  Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"), State("chosen-thresholds", "data"))
+    @inputs.guarded(inputs.hint, inputs.figure, inputs.figure, inputs.figure, inputs.constant({}), inputs.hint)
+    def update_threshold(threshold, positive, run_name, tab, label_set, _reviews_saved, chosen):
         inputs.shown(tab, TAB)
         if positive is None or threshold is None:
             raise PreventUpdate  # the class list or the slider is not there yet
         run = inputs.run_of(store, run_name)
         positive = inputs.class_index(positive, len(run.class_names))
         threshold = inputs.probability(threshold)
+        label_set = inputs.label_set(label_set)
         chosen = inputs.chosen_thresholds(chosen)
         chosen[run.name] = {"positive": positive, "threshold": threshold}
-        return (*threshold_outputs(run, positive, threshold), chosen)
+        p, s, problem = corrected.scored(run, label_set)
+        return (*threshold_outputs(run.class_names, p, s.curves, positive, threshold), chosen,
+                corrected.labels_in_use(run, p, label_set, problem))
 
     @app.callback(Output("threshold-download", "data"), Output("threshold-export-note", "children"),
                   *[Input(f"threshold-export-{kind}", "n_clicks") for kind in export.THRESHOLD_KINDS],
                   State("run-select", "value"), State("threshold-class", "value"), State("threshold-slider", "value"),
-                  prevent_initial_call=True)
+                  State(corrected.SWITCH, "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
-    def export_mistakes(_fn, _fp, run_name, positive, threshold):
-        """The false negatives or false positives at the slider's threshold, as CSV."""
+    def export_mistakes(_fn, _fp, run_name, positive, threshold, label_set):
+        """The false negatives or false positives at the slider's threshold, as CSV (on the original labels:
+        :func:`.export.threshold_frame` reads ``run.labels``; the note says so when reviews change any)."""
         run = inputs.run_of(store, run_name)
         positive = inputs.class_index(positive, len(run.class_names))
         threshold = inputs.probability(threshold)
@@ -196,4 +216,4 @@ def register_callbacks(app, store) -> None:
                              "export")
         frame = export.threshold_frame(run, positive, threshold, kind)
         name = export.filename(run.name, run.class_names[positive], f"{kind}-at-{threshold:.4g}")
-        return export.download(frame, name), ""
+        return export.download(frame, name), corrected.export_note(run, inputs.label_set(label_set))
