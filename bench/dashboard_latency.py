@@ -190,7 +190,8 @@ def page_usable_after(driver, url: str, t0: float, timeout: float = 300) -> floa
     driver.get(url)
     while time.perf_counter() - t0 < timeout:
         cards = driver.find_elements(By.CSS_SELECTOR, "#overview-cards .metric")
-        if cards and driver.find_elements(By.CSS_SELECTOR, "#class-table td"):
+        # the per-class table is an AG Grid: its rows are divs, drawn once its rowData arrived
+        if cards and driver.find_elements(By.CSS_SELECTOR, "#class-table .ag-center-cols-container .ag-row"):
             return time.perf_counter() - t0
         time.sleep(0.02)
     raise TimeoutError("page never became usable")

@@ -9,10 +9,12 @@ classes) and a twin on its test images, and pairs of honest image-folder runs of
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import (
     accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix, f1_score, matthews_corrcoef,
@@ -123,11 +125,14 @@ def test_threshold_view_follows_the_label_switch(pair, tmp_path, monkeypatch):
     needed = -(-4 * len(ranked) // 5)
     assert np.array_equal(scores >= chosen, scores >= ranked[needed - 1])
 
-    # the CSV of misses is on the original labels, and the page says so
-    note = call(app, "threshold-download.data", {**base, "label-set.value": "reviewed",
-                                                 "threshold-export-fn.n_clicks": 1},
-                triggered="threshold-export-fn.n_clicks")["threshold-export-note"]["children"]
-    assert "original labels (the 5 changed by reviews" in note
+    # the CSV of misses is on the labels in use: the positives (by that label set) scored under 0.3
+    for label_set, labels in (("reviewed", reviewed), ("original", run.labels)):
+        sent = call(app, "threshold-download.data", {**base, "label-set.value": label_set,
+                                                     "threshold-export-fn.n_clicks": 1},
+                    triggered="threshold-export-fn.n_clicks")["threshold-download"]["data"]
+        rows = pd.read_csv(io.StringIO(sent["content"]), dtype={"label": str}, keep_default_na=False)
+        assert set(rows["index"]) == set(np.flatnonzero((labels == positive) & (scores < 0.3)).tolist()), label_set
+        assert (rows["label"] == run.class_names[positive]).all()
 
 
 def hand_sets(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, set[int]]:
@@ -187,6 +192,11 @@ def test_compare_view_follows_the_label_switch(pair, tmp_path, monkeypatch):
             assert len(shown) == min(len(sets[key]), PAGE_SIZE) and set(shown) <= sets[key], (label_set, key)
             truth = [i["props"]["children"][1]["props"]["children"][0]["props"]["children"] for i in items]
             assert truth == [names[labels[j]] for j in shown], (label_set, key)
+            sent = call(app, "compare-download.data", {**values, f"compare-{key}-export.n_clicks": 1},
+                        triggered=f"compare-{key}-export.n_clicks")["compare-download"]["data"]
+            rows = pd.read_csv(io.StringIO(sent["content"]), dtype={"label": str}, keep_default_na=False)
+            assert set(rows["index"]) == sets[key] and rows["index"].tolist()[:len(shown)] == shown, (label_set, key)
+            assert rows["label"].tolist() == [names[labels[j]] for j in rows["index"]], (label_set, key)
     assert any(hand_sets(reviewed, ra.preds, rb.preds)[s] != hand_sets(ra.labels, ra.preds, rb.preds)[s]
                for s in SETS)
 

@@ -147,7 +147,8 @@ def test_the_switch_relabels_the_open_detail_in_the_browser(dash_duo, demo_store
     line = lambda d: d.find_element(By.CSS_SELECTOR, "#detail-caption .lbl-true").text  # noqa: E731
     _wait(dash_duo, lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-caption .lbl-true") and line(d) == given,
           "no given label in the detail")
-    dash_duo.driver.find_element(By.XPATH, "//*[@id='label-set']//label[normalize-space()='reviewed labels']").click()
+    switch = dash_duo.driver.find_element(By.XPATH, "//*[@id='label-set']//label[normalize-space()='reviewed labels']")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", switch)
     _wait(dash_duo, lambda d: line(d) == f"{corrected} (reviewed; given: {given})",
           "the detail did not follow the switch")
     assert dash_duo.find_element("#xp-detail-method")  # the picker stayed

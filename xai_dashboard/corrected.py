@@ -111,11 +111,3 @@ def labels_in_use(run, p: Predictions, label_set: str, problem: str | None) -> h
         return html.P("Scored on the original labels.", className="hint")
     changed = int(np.count_nonzero(p.labels != run.labels))
     return html.P(f"Scored on the reviewed labels: {changed:,} changed.", className="hint")
-
-
-def export_note(run, label_set: str) -> str:
-    """A CSV download's note: :mod:`.export` writes ``run.labels``, so say so when reviews change any."""
-    if label_set != "reviewed":
-        return ""
-    changed = int(np.count_nonzero(predictions_for(run, label_set)[0].labels != run.labels))
-    return f"This CSV uses the original labels (the {changed:,} changed by reviews are not applied)." if changed else ""

@@ -39,11 +39,12 @@ def file_paths(run) -> list[str] | None:
     return [str(r.get("path", "")) if isinstance(r, dict) else "" for r in records]
 
 
-def image_frame(run, idx: np.ndarray) -> pd.DataFrame:
-    """The leading columns for test images ``idx`` ``(M,)`` of ``run``, in that order."""
+def image_frame(run, idx: np.ndarray, labels: np.ndarray | None = None) -> pd.DataFrame:
+    """The leading columns for test images ``idx`` ``(M,)`` of ``run``, in that order; ``labels`` ``(N,)``:
+    the label set in use (the reviewed labels of :mod:`.corrected`), the given labels by default."""
     idx = np.asarray(idx, dtype=np.int64)
     names = np.asarray(run.class_names, dtype=object)
-    labels, probs = run.labels[idx], run.probs[idx]
+    labels, probs = (run.labels if labels is None else labels)[idx], run.probs[idx]
     preds = probs.argmax(1)
     files = file_paths(run)
     rows = np.arange(len(idx))
@@ -68,33 +69,41 @@ def gallery_frame(run, cells: tuple[tuple[int, int], ...] | None, sort_by: str,
     return frame
 
 
-def comparison_set(run_a, run_b, key: str) -> np.ndarray:
-    """The indices of comparison set ``key`` (``fixed``/``introduced``/``both``, see
-    :func:`analysis.compare`), most confident mistakes of whichever run is wrong first."""
-    idx = analysis.compare(analysis.predictions_of(run_a), analysis.predictions_of(run_b))[key]
+def comparison_set(run_a, run_b, key: str, labels: np.ndarray | None = None) -> np.ndarray:
+    """The indices ``(M,)`` of comparison set ``key`` (``fixed``/``introduced``/``both``, see
+    :func:`analysis.compare`) on ``labels`` ``(N,)`` (the given ones by default), most confident
+    mistakes of whichever run is wrong first."""
+    if not np.array_equal(run_a.labels, run_b.labels):
+        raise ValueError("runs were evaluated on different test labels")
+    labels = np.asarray(run_a.labels if labels is None else labels, dtype=np.int64)
+    idx = analysis.comparison_sets(labels, run_a.preds, run_b.preds)[key]
     judge = run_a if key == "fixed" else run_b
-    return analysis.sort_indices(idx, run_a.labels, judge.probs, "confidence")
+    return analysis.sort_indices(idx, labels, judge.probs, "confidence")
 
 
-def comparison_frame(run_a, run_b, key: str) -> pd.DataFrame:
-    """A comparison set: the leading columns of run A, then B's prediction, confidence and p(true)."""
-    idx = comparison_set(run_a, run_b, key)
-    frame = image_frame(run_a, idx)
-    b = image_frame(run_b, idx)
+def comparison_frame(run_a, run_b, key: str, labels: np.ndarray | None = None) -> pd.DataFrame:
+    """A comparison set on ``labels`` (see :func:`comparison_set`): the leading columns of run A, then B's
+    prediction, confidence and p(true)."""
+    idx = comparison_set(run_a, run_b, key, labels)
+    frame = image_frame(run_a, idx, labels)
+    b = image_frame(run_b, idx, labels)
     frame = frame.rename(columns={c: f"{c} A" for c in ("prediction", "confidence", "p(true)")})
     for c in ("prediction", "confidence", "p(true)"):
         frame[f"{c} B"] = b[c].to_numpy()
     return frame
 
 
-def threshold_frame(run, positive: int, threshold: float, kind: str) -> pd.DataFrame:
+def threshold_frame(run, positive: int, threshold: float, kind: str,
+                    labels: np.ndarray | None = None) -> pd.DataFrame:
     """False negatives (``fn``: the positive class scored below ``threshold``, lowest first) or false
-    positives (``fp``: the rest scored at or above it, highest first), with ``p(positive)``."""
-    y, scores = run.labels == positive, run.probs[:, positive]
+    positives (``fp``: the rest scored at or above it, highest first), with ``p(positive)``, on
+    ``labels`` ``(N,)`` (the given ones by default)."""
+    labels = run.labels if labels is None else labels
+    y, scores = labels == positive, run.probs[:, positive]
     missed = y & (scores < threshold) if kind == "fn" else ~y & (scores >= threshold)
     idx = np.flatnonzero(missed)
     idx = idx[np.argsort(scores[idx] if kind == "fn" else -scores[idx], kind="stable")]
-    frame = image_frame(run, idx)
+    frame = image_frame(run, idx, labels)
     frame["p(positive)"] = scores[idx]
     return frame
 

@@ -14,7 +14,6 @@ import numpy as np
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from .. import analysis, corrected, export, figures, inputs, thresholds
-from ..analysis import Predictions
 from . import gallery_item
 from . import stress as stress_view
 
@@ -140,13 +139,6 @@ def _threshold_table(ra, rb, chosen: dict, labels: np.ndarray):
                      html.Table([head, *body], className="kv compare-thresholds")])
 
 
-def agreement_set(pa: Predictions, pb: Predictions, key: str) -> np.ndarray:
-    """The test indices ``(M,)`` of comparison set ``key`` (:func:`.analysis.compare`) of A's and B's
-    predictions on one label set, most confident mistakes of whichever run is wrong first."""
-    idx = analysis.compare(pa, pb)[key]
-    return analysis.sort_indices(idx, pa.labels, (pa if key == "fixed" else pb).probs, "confidence")
-
-
 def _items(prefix, run_a, run_b, idx, labels: np.ndarray) -> list:
     """Thumbnails of ``idx`` captioned with ``labels`` (the label set in use) and both runs' predictions."""
     names = run_a.class_names
@@ -227,8 +219,8 @@ def register_callbacks(app, store) -> None:
                   State(corrected.SWITCH, "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
     def export_set(_fixed, _introduced, _both, _thresholds, a, b, chosen, label_set):
-        """The comparison set (A's and B's predictions side by side, on the original labels: the note says so
-        when reviews change any) or the threshold table on the chosen labels, whichever button was clicked, as CSV."""
+        """The comparison set (A's and B's predictions side by side) or the threshold table, on the label set
+        in use, whichever button was clicked, as CSV."""
         runs = pair(a, b, TAB)  # a click on the tab's own button: the tab is shown
         if runs is None:
             raise inputs.BadInput("there is no second run to compare with")
@@ -236,10 +228,10 @@ def register_callbacks(app, store) -> None:
                             [*[k for k, _, _ in SETS], "thresholds"], "comparison set")
         label_set = inputs.label_set(label_set)
         name = export.filename(runs[0].name, runs[1].name, key)
-        if key != "thresholds":
-            return export.download(export.comparison_frame(*runs, key), name), corrected.export_note(runs[0], label_set)
-        chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
         labels = corrected.predictions_for(runs[0], label_set)[0].labels
+        if key != "thresholds":
+            return export.download(export.comparison_frame(*runs, key, labels), name), ""
+        chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
         positive, problem = _compared_class(runs[0], chosen, labels)
         if problem:
             raise inputs.BadInput(problem)
@@ -274,7 +266,7 @@ def _register_gallery(app, key: str, pair, prefix: str) -> None:
         step = {f"compare-{key}-prev": -1, f"compare-{key}-next": 1}.get(ctx.triggered_id, 0)
         # a new pair of runs (or label set) starts on the first page; coming back to the tab keeps the page
         page = 0 if ctx.triggered_id in ("compare-a", "compare-b", corrected.SWITCH) else inputs.page(page) + step
-        pa, pb = (corrected.predictions_for(r, label_set)[0] for r in runs)
-        idx = agreement_set(pa, pb, key)
+        labels = corrected.predictions_for(ra, label_set)[0].labels  # one test set, so one reviews file
+        idx = export.comparison_set(ra, rb, key, labels)
         shown, page, pages = analysis.page_of(idx, page)
-        return _items(prefix, ra, rb, shown, pa.labels), str(len(idx)), page, f"{page + 1} / {pages}"
+        return _items(prefix, ra, rb, shown, labels), str(len(idx)), page, f"{page + 1} / {pages}"

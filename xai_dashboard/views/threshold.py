@@ -207,13 +207,13 @@ def register_callbacks(app, store) -> None:
                   State(corrected.SWITCH, "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep, inputs.hint)
     def export_mistakes(_fn, _fp, run_name, positive, threshold, label_set):
-        """The false negatives or false positives at the slider's threshold, as CSV (on the original labels:
-        :func:`.export.threshold_frame` reads ``run.labels``; the note says so when reviews change any)."""
+        """The false negatives or false positives at the slider's threshold, on the label set in use, as CSV."""
         run = inputs.run_of(store, run_name)
         positive = inputs.class_index(positive, len(run.class_names))
         threshold = inputs.probability(threshold)
         kind = inputs.one_of(str(ctx.triggered_id).removeprefix("threshold-export-"), export.THRESHOLD_KINDS,
                              "export")
-        frame = export.threshold_frame(run, positive, threshold, kind)
+        labels = corrected.predictions_for(run, inputs.label_set(label_set))[0].labels
+        frame = export.threshold_frame(run, positive, threshold, kind, labels)
         name = export.filename(run.name, run.class_names[positive], f"{kind}-at-{threshold:.4g}")
-        return export.download(frame, name), corrected.export_note(run, inputs.label_set(label_set))
+        return export.download(frame, name), ""
