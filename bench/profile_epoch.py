@@ -10,7 +10,7 @@ epoch's wall time in each category:
   activation, pooling, linear head, loss, casts & copies (dtype/layout conversions);
 * ``python / untracked``: the epoch's wall time that no op covers (interpreter, tqdm).
 
-    python bench/profile_epoch.py [--recipe fast-muon] [--steps N] [--batch-size B] [--top 12]
+    python bench/profile_epoch.py [--recipe fast] [--steps N] [--batch-size B] [--top 12]
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main() -> None:
     from trainer.train import State, epoch_order, run_epoch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default="fast-muon")
+    p.add_argument("--recipe", default="fast")
     p.add_argument("--steps", type=int, default=None, help="profile this many steps (default: one epoch)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--top", type=int, default=12, help="also list the N ops with the most self time")

@@ -2,15 +2,15 @@
 
 Ours: CIFAR-10 held in memory as normalised tensors, batch-level tensor
 augmentation (:mod:`trainer.augment`), channels_last, bf16 autocast where the
-CPU supports it, with each recipe's optimiser and batch size (``fast``: SGD +
-lookahead at 1024; ``fast-muon``: Muon at 2000). Conventional: torchvision
+CPU supports it, with each recipe's optimiser and batch size (``fast-sgd``: SGD +
+lookahead at 1024; ``fast``: Muon at 2000). Conventional: torchvision
 ``DataLoader`` with per-image ``RandomCrop(32, padding=4)``,
 ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``, ``num_workers=2``, fp32,
 NCHW, plain SGD, at the last recipe's batch size. The contenders take turns for
 ``--rounds`` rounds of ``--steps`` steps each (so load from other processes hits
 them alike); the median round is reported.
 
-    python bench/train_throughput.py [--recipes fast,fast-muon] [--steps 6] [--rounds 3]
+    python bench/train_throughput.py [--recipes fast-sgd,fast] [--steps 6] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def main() -> None:
     from trainer.writer import forward_gflops
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", default="fast,fast-muon", help="comma-separated recipes (all use the same model)")
+    p.add_argument("--recipes", default="fast-sgd,fast", help="comma-separated recipes (all use the same model)")
     p.add_argument("--batch-size", type=int, default=None, help="override every recipe's batch size")
     p.add_argument("--steps", type=int, default=6, help="steps per contender per round")
     p.add_argument("--rounds", type=int, default=3)

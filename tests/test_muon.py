@@ -91,7 +91,7 @@ def test_muon_matches_torch_optim_muon_on_a_square_matrix():
 
 
 def test_muon_recipe_groups_and_sgd_groups_equal_torch_sgd():
-    cfg = resolve("fast-muon")
+    cfg = resolve("fast")
     torch.manual_seed(0)
     net = create_model("fast")
     opt = build_optimizer(net, cfg)
@@ -125,7 +125,7 @@ def test_muon_recipe_groups_and_sgd_groups_equal_torch_sgd():
 def test_muon_optimizer_state_round_trips_through_state_dict():
     torch.manual_seed(0)
     net = create_model("fast")
-    cfg = resolve("fast-muon")
+    cfg = resolve("fast")
     opt = build_optimizer(net, cfg)
     net(torch.randn(4, 3, 32, 32)).sum().backward()
     opt.step()
@@ -137,11 +137,11 @@ def test_muon_optimizer_state_round_trips_through_state_dict():
 
 
 @pytest.mark.timeout(300)
-def test_fast_muon_recipe_learns_and_writes_a_run(cifar_dir, tmp_path):
+def test_fast_recipe_muon_learns_and_writes_a_run(cifar_dir, tmp_path):
     from trainer.rundir import load_run
     from trainer.train import train
 
-    out = train(resolve("fast-muon", data_dir=str(cifar_dir), train_subset=2000, test_subset=1000, epochs=2,
+    out = train(resolve("fast", data_dir=str(cifar_dir), train_subset=2000, test_subset=1000, epochs=2,
                         batch_size=500, out=str(tmp_path / "muon")))
     run = load_run(out)
     assert run.meta["config"]["optimizer"] == "muon" and run.meta["test_accuracy_tta"] is not None

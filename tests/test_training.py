@@ -147,12 +147,12 @@ def test_repredict_reproduces_stored_predictions(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_fast_recipe_short_run_and_whitening(cifar_dir, tmp_path):
+def test_fast_sgd_recipe_short_run_and_whitening(cifar_dir, tmp_path):
     from trainer.data import load_dataset
     from trainer.models import create_model
     from trainer.preprocess import normalize
 
-    out = train(resolve("fast", data_dir=str(cifar_dir), train_subset=2000, test_subset=1000, epochs=1,
+    out = train(resolve("fast-sgd", data_dir=str(cifar_dir), train_subset=2000, test_subset=1000, epochs=1,
                         out=str(tmp_path / "fast")))
     run = load_run(out)
     assert run.meta["arch"] == "fast" and run.meta["test_accuracy_tta"] is not None

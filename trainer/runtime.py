@@ -37,7 +37,7 @@ def keep_freed_memory() -> bool:
     Why: by default every block above the mmap threshold (at most 32 MB) gets its own ``mmap`` and is
     unmapped when freed, so each training step's activations (hundreds of MB at batch 2000) are
     page-faulted in afresh: ``/usr/bin/time`` counted 186 million minor faults and 417 s of system time
-    in one 19-minute ``fast-muon`` run, and the step ran at 374 instead of 517 images/s. With mmap off
+    in one 19-minute run of the fast (Muon) recipe, and the step ran at 374 instead of 517 images/s. With mmap off
     and trimming off, the heap keeps its pages (peak RSS 3.0 -> 3.6 GB in that measurement). Only for
     batch jobs in their own process (training, precomputation), never the web server, whose resident
     memory is budgeted. Returns whether it applied (glibc on Linux only).
