@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-
-from make_image_folder import _write  # noqa: E402  (one JPEG, seeded: the same folder every time)
+from common import ROOT, callback_body, launch, load_average, pct, show
+from make_image_folder import _write  # one JPEG, seeded: the same folder every time
 
 TRAIN_PER_CLASS = 2
 INPUT_SIZE = 32  # the network's input (as the shipped simple_cnn); the files stay at --size, thumbnails come from them
@@ -119,21 +116,6 @@ def generate(args) -> int:
     return 0
 
 
-def callback_body(deps: list[dict], output: str, values: dict, triggered: str) -> dict:
-    """The body the browser POSTs to ``/_dash-update-component`` for the callback writing ``output``
-    (``"id.prop"``), from the app's ``/_dash-dependencies``; ``values`` maps ``"id.prop"`` to values."""
-    dep = next(d for d in deps if output in d["output"].strip(".").split("..."))
-    names = dep["output"].strip(".").split("...")
-    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in names]
-
-    def arg(d):  # a pattern-matching input (an id that is a JSON object) matches no component here
-        return [] if d["id"].startswith("{") else {**d, "value": values.get(f"{d['id']}.{d['property']}")}
-
-    return {"output": dep["output"], "outputs": outputs if dep["output"].startswith("..") else outputs[0],
-            "changedPropIds": [triggered], "inputs": [arg(d) for d in dep["inputs"]],
-            "state": [arg(d) for d in dep["state"]]}
-
-
 def image_urls(node) -> list[str]:
     """Every ``/img/...`` ``src`` in a callback response, in page order."""
     if isinstance(node, dict):
@@ -155,8 +137,6 @@ def rss_of(pid: int) -> int:
 def start(run_dir: Path, port: int, cache: str) -> tuple:
     """Launch the dashboard; returns (process, seconds until ``/`` and the overview callback answered, deps)."""
     import requests
-
-    from dashboard_latency import launch
 
     url, t0 = f"http://127.0.0.1:{port}", time.perf_counter()
     proc = launch([run_dir], None, port, cache)
@@ -222,12 +202,10 @@ def click_cells(run_dir: Path, port: int, deps: list[dict], clicks: int) -> tupl
 def measure(args) -> int:
     import tempfile
 
-    from dashboard_latency import pct, show
-
     run_dir = _outside_repo(args.out) / "run"
     n = json.loads((run_dir / "meta.json").read_text())["dataset"]["num_test"]
     print(f"{run_dir}: {n:,} test images; machine: {os.cpu_count()} CPU cores, load average "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+          f"{load_average()}")
     with tempfile.TemporaryDirectory() as caches:
         walls, cpus, proc = [], [], None
         for i in range(args.launches):  # each with an empty user cache: summary computed, thumbnails cold

@@ -18,7 +18,6 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--no-first-run", "--window-size=1400,1600")
+from common import ROOT, TAB_XPATH, chromium, free_port
 
 
 def find_fast_run() -> Path:
@@ -120,12 +115,6 @@ def bench_precompute(run, batch_size: int) -> None:
            f"{took:.1f} s", "30 s", took <= 30)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run_dir: Path, data_dir: str, cache: str, threads: int) -> tuple[subprocess.Popen, str]:
     import requests
 
@@ -175,45 +164,35 @@ def bench_http(url: str, run, n: int) -> None:
 
 
 def bench_browser(url: str, run, uploads: int) -> None:
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    if Path("/usr/bin/chromium").is_file():
-        opts.binary_location = "/usr/bin/chromium"
-    for arg in CHROME_ARGS:
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts)
     state = ("const i = document.querySelector('#gradcam-overlay');"
              "return [i ? i.src : '', !!(i && i.complete && i.naturalWidth > 0),"
              " (document.querySelector('#xp-source-label') || {}).textContent || ''];")
-    try:
+    with chromium() as driver, tempfile.TemporaryDirectory() as tmp:
         driver.get(url)
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "run-select"))
-        driver.find_element(By.XPATH, "//*[contains(@class, 'tab') and normalize-space()='Explanations']").click()
+        driver.find_element(By.XPATH, TAB_XPATH.format("Explanations")).click()
         WebDriverWait(driver, 60).until(lambda d: d.execute_script(state)[1])
         times = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for k in range(uploads + 1):  # the first upload warms the upload component's chunk
-                path = Path(tmp) / f"upload{k}.png"
-                path.write_bytes(png_bytes(run.images[500 + k], size=256))
-                before = driver.execute_script(state)[0]
-                t = time.perf_counter()
-                driver.find_element(By.CSS_SELECTOR, "#upload-image input[type=file]").send_keys(str(path))
-                while True:
-                    src, shown, label = driver.execute_script(state)
-                    if src != before and shown and path.name in label:
-                        break
-                    if time.perf_counter() - t > 30:
-                        raise TimeoutError("overlay never appeared")
-                    time.sleep(0.005)
-                times.append(time.perf_counter() - t)
-        times = times[1:]
-        report(f"5. upload 256 px PNG -> overlay visible in Chromium, {uploads}x: p50 (max)",
-               f"{pct(times):.0f} ({max(times) * 1000:.0f}) ms", "1000 ms", max(times) <= 1.0)
-    finally:
-        driver.quit()
+        for k in range(uploads + 1):  # the first upload warms the upload component's chunk
+            path = Path(tmp) / f"upload{k}.png"
+            path.write_bytes(png_bytes(run.images[500 + k], size=256))
+            before = driver.execute_script(state)[0]
+            t = time.perf_counter()
+            driver.find_element(By.CSS_SELECTOR, "#upload-image input[type=file]").send_keys(str(path))
+            while True:
+                src, shown, label = driver.execute_script(state)
+                if src != before and shown and path.name in label:
+                    break
+                if time.perf_counter() - t > 30:
+                    raise TimeoutError("overlay never appeared")
+                time.sleep(0.005)
+            times.append(time.perf_counter() - t)
+    times = times[1:]
+    report(f"5. upload 256 px PNG -> overlay visible in Chromium, {uploads}x: p50 (max)",
+           f"{pct(times):.0f} ({max(times) * 1000:.0f}) ms", "1000 ms", max(times) <= 1.0)
 
 
 def main() -> None:

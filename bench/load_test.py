@@ -7,7 +7,8 @@ peak, and the machine's 1-minute load average during the run (other work on the 
 
     XAI_DATA_DIR=../shared/data/cifar10 .venv/bin/python bench/load_test.py [--runs RUN ...] [--time 2m]
 
-``--arena-max 2`` sets glibc's ``MALLOC_ARENA_MAX`` for the server, ``--threads`` changes the README's 12.
+``--arena-max 2`` sets glibc's ``MALLOC_ARENA_MAX`` for the server, ``--threads`` overrides the 12 of
+``xai_dashboard/gunicorn_conf.py`` (the attribution queue follows it: one place per thread).
 locust lives in its own virtual environment (`make bench` creates `.venv-locust`): it needs
 urllib3 2, which the browser-test stack of `.venv` (selenium) does not allow.
 """
@@ -18,7 +19,6 @@ import csv
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,15 +28,11 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, free_port
+
 BIN = Path(sys.executable).parent
 LOCUST = ROOT / ".venv-locust" / "bin" / "locust"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LOG = Path("/tmp/xai-load-test.log")  # gunicorn's output, for when something fails
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -45,7 +41,7 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
-            sys.exit(f"gunicorn exited with {proc.returncode}")
+            sys.exit(f"gunicorn exited with {proc.returncode}; see {LOG}")
         try:
             if requests.get(url + "/api/runs", timeout=2).ok:
                 return
@@ -90,7 +86,7 @@ def main() -> int:
     ap.add_argument("--runs", nargs="*", default=None, help="run directories (default: every shipped run)")
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--time", default="2m")
-    ap.add_argument("--threads", type=int, default=12, help="gunicorn threads per worker (README: 12)")
+    ap.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: its config's 12)")
     ap.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX (default: unset, glibc's own)")
     ap.add_argument("--locust", default=str(LOCUST), help="the locust executable (default: .venv-locust)")
     args = ap.parse_args()
@@ -105,10 +101,11 @@ def main() -> int:
         env["MALLOC_ARENA_MAX"] = str(args.arena_max)
     if args.runs:
         env["XAI_RUNS"] = os.pathsep.join(args.runs)
-    command = [str(BIN / "gunicorn"), "-k", "gthread", "--threads", str(args.threads), "-w", "2", "--preload",
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    command = [str(BIN / "gunicorn"), "-c", "python:xai_dashboard.gunicorn_conf", *threads, "-w", "2", "--preload",
                "-b", f"127.0.0.1:{port}", "xai_dashboard.wsgi:server"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    log = open(LOG, "w")  # a file, not a pipe nobody reads: a full pipe would block the server
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     stop, seen = threading.Event(), {}
     try:
         wait_until_up(url, server)
@@ -125,7 +122,12 @@ def main() -> int:
     finally:
         stop.set()
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=60)  # gunicorn lets requests in flight finish (its graceful timeout, 30 s)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
         shutil.rmtree(cache, ignore_errors=True)
     return 0
 

@@ -20,7 +20,6 @@ import argparse
 import http.server
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -29,11 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from dashboard_latency import TAB_XPATH, launch, show  # noqa: E402
+from common import ROOT, TAB_XPATH, chromium, dashboard, open_page, page_shows, show, wait_for_server
 
 CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:"
 # The static page's own script (a file: the policy refuses inline scripts): draw the figure, report.
@@ -174,30 +169,6 @@ def bench_bundles(driver, bundles: dict[str, Path], figure_json: str, repeats: i
             server.shutdown()
 
 
-def _fresh_page(driver, url: str) -> None:
-    """A new page load, settled: the overview's first callbacks answered."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url)
-    WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overview-cards .metric"))
-    time.sleep(0.5)
-
-
-def _wait_for_server(driver, url: str, timeout: float = 300) -> None:
-    import urllib.request
-
-    deadline = time.perf_counter() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return
-        except OSError:
-            if time.perf_counter() > deadline:
-                raise TimeoutError("server never answered") from None
-            time.sleep(0.2)
-
-
 def _report(label: str, results: list) -> None:
     """p50/p95 of ``results`` (``[ms, {calls, answered, images, imagesIn[, shown]}]`` each) and, on a second
     line, the medians of where the time went: callbacks posted, the last answer in, the gallery's items on
@@ -227,40 +198,35 @@ def bench_app(driver, run_dir: Path, data_dir: str | None, port: int, repeats: i
               "500-point selection -> 48 thumbnails decoded", f"{n:,}-point selection -> gallery (cached)",
               "humans tab -> 10k scatter drawn", "slice button -> gallery decoded"]
     results = {label: [] for label in labels}
-    with tempfile.TemporaryDirectory() as cache:
-        proc = launch([run_dir], data_dir, port, cache)
-        try:
-            _wait_for_server(driver, url)
-            for r in range(repeats + 1):  # the first page pays the server's one-off loads: not counted
-                _fresh_page(driver, url)
-                got = [driver.execute_async_script(TAB_DRAW_JS, "Embedding map", "#emb-map", n)]
-                driver.find_element(By.XPATH, TAB_XPATH.format("Overview")).click()
-                time.sleep(1.0)
-                got.append(driver.execute_async_script(TAB_DRAW_JS, "Embedding map", "#emb-map", n))
-                how = got[0][1]
-                got = [[g[0], g[2]] for g in got]
-                ids = rng.choice(n, 500, replace=False).tolist()  # other images every time: none cached
-                got.append(driver.execute_async_script(SELECT_JS, ids))
-                got.append(driver.execute_async_script(SELECT_JS, list(range(n))))
-                if slices is not None:
-                    s = driver.execute_async_script(TAB_DRAW_JS, "Humans vs model", "#hv-scatter", n)
-                    key = ("confident_split", "both_unsure")[r % 2]  # alternate: thumbnails not all cached
-                    title = {"confident_split": "Model confident", "both_unsure": "Both unsure"}[key]
-                    got += [[s[0], s[2]], driver.execute_async_script(SLICE_JS, title, int(slices[key][0]))]
-                if r == 0:
-                    print(f"\nthe app ({run.name}, {n:,} points, map drawn as {how}; first page, not counted: "
-                          f"map {got[0][0]:.0f} ms)")
-                    continue
-                for label, result in zip(labels, got):
-                    results[label].append(result)
-            for label in labels:
-                if results[label]:
-                    _report(label, results[label])
-            if slices is None:
-                print("  no annotator file for this run: humans view not measured")
-        finally:
-            proc.terminate()
-            proc.wait(20)
+    with dashboard([run_dir], data_dir, port):
+        wait_for_server(url)
+        for r in range(repeats + 1):  # the first page pays the server's one-off loads: not counted
+            open_page(driver, url, page_shows(css="#overview-cards .metric"), wait=120, settle=0.5)
+            got = [driver.execute_async_script(TAB_DRAW_JS, "Embedding map", "#emb-map", n)]
+            driver.find_element(By.XPATH, TAB_XPATH.format("Overview")).click()
+            time.sleep(1.0)
+            got.append(driver.execute_async_script(TAB_DRAW_JS, "Embedding map", "#emb-map", n))
+            how = got[0][1]
+            got = [[g[0], g[2]] for g in got]
+            ids = rng.choice(n, 500, replace=False).tolist()  # other images every time: none cached
+            got.append(driver.execute_async_script(SELECT_JS, ids))
+            got.append(driver.execute_async_script(SELECT_JS, list(range(n))))
+            if slices is not None:
+                s = driver.execute_async_script(TAB_DRAW_JS, "Humans vs model", "#hv-scatter", n)
+                key = ("confident_split", "both_unsure")[r % 2]  # alternate: thumbnails not all cached
+                title = {"confident_split": "Model confident", "both_unsure": "Both unsure"}[key]
+                got += [[s[0], s[2]], driver.execute_async_script(SLICE_JS, title, int(slices[key][0]))]
+            if r == 0:
+                print(f"\nthe app ({run.name}, {n:,} points, map drawn as {how}; first page, not counted: "
+                      f"map {got[0][0]:.0f} ms)")
+                continue
+            for label, result in zip(labels, got):
+                results[label].append(result)
+    for label in labels:
+        if results[label]:
+            _report(label, results[label])
+    if slices is None:
+        print("  no annotator file for this run: humans view not measured")
 
 
 def main(argv=None) -> int:
@@ -278,9 +244,7 @@ def main(argv=None) -> int:
 
     from dash._utils import to_json
     from plotly.offline import get_plotlyjs_version
-    from selenium import webdriver
 
-    from tests.conftest import pytest_setup_options  # the browser the tests drive: headless Chromium
     from xai_dashboard.embedding_space import map_coordinates
     from xai_dashboard.store import RunStore
     from xai_dashboard.views import embedding_map as em
@@ -297,14 +261,10 @@ def main(argv=None) -> int:
                                         run.labels, run.class_names))
     print(f"plotly.js {get_plotlyjs_version()}; map figure JSON for {len(run.labels):,} points: "
           f"{len(figure_json) / 1024:.0f} KiB")
-    driver = webdriver.Chrome(options=pytest_setup_options())
-    driver.set_script_timeout(90)
-    try:
+    with chromium(script_timeout=90) as driver:
         bench_bundles(driver, bundles, figure_json, args.repeats)
         if not args.no_app:
             bench_app(driver, args.run_dir, args.data_dir, args.port, args.repeats)
-    finally:
-        driver.quit()
     print(f"\n(p50/p95 in ms; load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 

@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from dashboard_latency import TAB_XPATH, launch, show  # noqa: E402
+from common import ROOT, TAB_XPATH, chromium, dashboard, open_page, page_shows, show, timed
 
 # Runs in the page: select the first ``k`` points of every trace in turn (as a lasso would report them),
 # then resolve once the gallery shows the selection's first image with every thumbnail decoded.
@@ -75,30 +70,9 @@ tab.click();
 """
 
 
-def timed(fn) -> tuple[float, float]:
-    """``(wall seconds, CPU seconds of this process, all threads)`` of ``fn()``: on a loaded machine the CPU
-    time is what the wall time would be on a free core."""
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
-
-
-def page_ready(driver, url: str, timeout: float = 300) -> None:
-    """Open ``url`` (again, while the server is still starting) until the Embedding map tab is on the page."""
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            driver.get(url)
-            WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.XPATH, TAB_XPATH.format("Embedding map")))
-            time.sleep(2)  # let the first tab's callbacks finish
-            return
-        except WebDriverException:  # refused connection, or not rendered yet: try again
-            time.sleep(0.5)
-    raise TimeoutError("no Embedding map tab")
+# CPU seconds of this process, all threads: the search and the embedding use BLAS and torch threads; on a
+# loaded machine the CPU time is what the wall time would be on free cores
+timed_all = partial(timed, clock=time.process_time)
 
 
 def bench_in_process(run_dir: Path, data_dir: str | None) -> None:
@@ -117,10 +91,10 @@ def bench_in_process(run_dir: Path, data_dir: str | None) -> None:
     print(f"  first query's index load (embeddings.npz -> unit float32): {time.perf_counter() - t0:.2f} s")
     queries = np.random.default_rng(0).choice(len(run.labels), 300, replace=False)
     show("nearest 8 of a test image (search only)",
-         *zip(*[timed(lambda i=i: es.neighbours_of(run, test_index=int(i), k=8)) for i in queries]))
+         *zip(*[timed_all(lambda i=i: es.neighbours_of(run, test_index=int(i), k=8)) for i in queries]))
     es.neighbours_of(run, image=run.images[0])  # loads torch and the model
     show("nearest 8 of an upload (embed + search)",
-         *zip(*[timed(lambda i=i: es.neighbours_of(run, image=run.images[int(i)], k=8)) for i in queries[:60]]))
+         *zip(*[timed_all(lambda i=i: es.neighbours_of(run, image=run.images[int(i)], k=8)) for i in queries[:60]]))
 
     es._stored_pca.cache_clear()
     t = time.perf_counter()
@@ -131,41 +105,31 @@ def bench_in_process(run_dir: Path, data_dir: str | None) -> None:
         values, _ = em.colour_values(run, by)
         size = len(to_json(em.map_figure(xy, by, values, run.class_names)))
         show(f"map figure, {len(xy):,} points, colour {by} (build + JSON)",
-             *zip(*[timed(lambda: to_json(em.map_figure(xy, by, values, run.class_names))) for _ in range(10)]))
+             *zip(*[timed_all(lambda: to_json(em.map_figure(xy, by, values, run.class_names))) for _ in range(10)]))
         print(f"    figure JSON {size / 1024:.0f} KiB")
 
 
 def bench_browser(run_dir: Path, data_dir: str | None, port: int, repeats: int) -> None:
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
 
     from trainer.rundir import load_run
 
     n = load_run(run_dir).meta["dataset"]["num_test"]
-    from tests.conftest import pytest_setup_options  # the browser the tests drive: headless Chromium
-
-    driver = webdriver.Chrome(options=pytest_setup_options())
-    driver.set_script_timeout(60)
-    with tempfile.TemporaryDirectory() as cache:
-        proc = launch([run_dir], data_dir, port, cache)
-        try:
-            page_ready(driver, f"http://127.0.0.1:{port}/")
-            draws = []
-            for _ in range(repeats):  # the first open pays the map file read; later ones the figure only
-                draws.append(driver.execute_async_script(DRAW_JS, n))
-                driver.find_element(By.XPATH, TAB_XPATH.format("Overview")).click()
-                time.sleep(0.5)
-            print(f"\nin Chromium ({run_dir.name}, {n:,} points, drawn as {draws[0][1]})")
-            print(f"  tab click -> map drawn: first {draws[0][0]:.0f} ms; then "
-                  f"{', '.join(f'{d[0]:.0f}' for d in draws[1:])} ms")
-            driver.execute_async_script(DRAW_JS, n)
-            for k in (50, 1000, n):
-                times = [driver.execute_async_script(SELECT_JS, k) / 1000 for _ in range(repeats)]
-                show(f"selection of {k:,} points -> gallery decoded", times)
-        finally:
-            driver.quit()
-            proc.terminate()
-            proc.wait(20)
+    with chromium(script_timeout=60) as driver, dashboard([run_dir], data_dir, port):
+        open_page(driver, f"http://127.0.0.1:{port}/", page_shows(tab="Embedding map"), wait=15,
+                  settle=2)  # let the first tab's callbacks finish
+        draws = []
+        for _ in range(repeats):  # the first open pays the map file read; later ones the figure only
+            draws.append(driver.execute_async_script(DRAW_JS, n))
+            driver.find_element(By.XPATH, TAB_XPATH.format("Overview")).click()
+            time.sleep(0.5)
+        print(f"\nin Chromium ({run_dir.name}, {n:,} points, drawn as {draws[0][1]})")
+        print(f"  tab click -> map drawn: first {draws[0][0]:.0f} ms; then "
+              f"{', '.join(f'{d[0]:.0f}' for d in draws[1:])} ms")
+        driver.execute_async_script(DRAW_JS, n)
+        for k in (50, 1000, n):
+            times = [driver.execute_async_script(SELECT_JS, k) / 1000 for _ in range(repeats)]
+            show(f"selection of {k:,} points -> gallery decoded", times)
 
 
 def main(argv=None) -> int:

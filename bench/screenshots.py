@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,14 @@ from typing import Callable
 
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, free_port
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's; the same the browser tests use (tests/conftest.py)
 WINDOW = (1600, 1000)
 TIMEOUT = 90  # seconds for one condition: the first explanation loads torch, Captum and a model
 
 # Where the shots stand: the confusion-matrix cell opened (true, predicted): the correct 8s, least confident first.
 CELL = ("8", "8")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(port: int, cache: Path) -> subprocess.Popen:

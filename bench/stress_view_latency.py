@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from dashboard_latency import TAB_XPATH, launch, pct, show, timed, wait_until_idle  # noqa: E402
+from common import (
+    ROOT, callback_body, chromium, dashboard, load_average, open_page, page_shows, pct, show, timed, wait_until_idle,
+)
 
 OPEN_TARGET_MS, CLICK_TARGET_MS = 1000, 300
 
@@ -70,38 +67,6 @@ function ready() {
 """
 
 
-def page_ready(driver, url: str, timeout: float = 300) -> None:
-    """Open ``url`` (again, while the server is still starting) until the overview's metric cards are shown."""
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            driver.get(url)
-            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.XPATH, TAB_XPATH.format("Stress test"))
-                                            and d.find_elements(By.CSS_SELECTOR, "#overview-cards .metric"))
-            return
-        except WebDriverException:  # refused connection, or not rendered yet: try again
-            time.sleep(0.5)
-    raise TimeoutError("the overview never showed")
-
-
-def callback_body(app, output: str, values: dict, changed: str) -> dict:
-    """The body the browser POSTs to /_dash-update-component for the callback writing ``output``
-    (``values``: "id.prop" -> value; anything not given is sent as None)."""
-    key = next(k for k in app.callback_map if output in k.strip(".").split("..."))
-    spec = app.callback_map[key]
-    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in key.strip(".").split("...")]
-
-    def entry(d):
-        return {"id": d["id"], "property": d["property"], "value": values.get(f"{d['id']}.{d['property']}")}
-
-    return {"output": key, "outputs": outputs if key.startswith("..") else outputs[0], "changedPropIds": [changed],
-            "inputs": [entry(d) for d in spec["inputs"]], "state": [entry(d) for d in spec["state"]]}
-
-
 def cells_of(data: dict) -> list[tuple[str, int, np.ndarray]]:
     """``(corruption, severity, positions broken)`` of every cell that breaks at least one image, shuffled."""
     from xai_dashboard.stress_file import SEVERITIES, broken
@@ -138,10 +103,11 @@ def bench_callbacks(app, run, data) -> None:
     from xai_dashboard.images import THUMB_SIZE, encode_png, image_url, to_hwc, upscale
     from xai_dashboard.overlay import data_url
     from xai_dashboard.stress_file import broken, corrupted_test_images
-    from xai_dashboard.views.stress import PAIRS_PER_PAGE, gradcam_pair
+    from xai_dashboard.views.stress_pairs import PAIRS_PER_PAGE, gradcam_pair
 
     client = app.server.test_client()
     client.get("/")
+    deps = client.get("/_dash-dependencies").get_json()  # what the page builds its requests from
     responses = []
 
     def post(body):
@@ -150,7 +116,7 @@ def bench_callbacks(app, run, data) -> None:
 
     base = {"run-select.value": run.name, "stress-class.value": "all", "view-tabs.value": "stress",
             "stress-status.children": "", "stress-prev.n_clicks": 0, "stress-next.n_clicks": 0, "stress-page.data": 0}
-    heat = callback_body(app, "stress-heatmap.figure", base, "view-tabs.value")
+    heat = callback_body(deps, "stress-heatmap.figure", base, "view-tabs.value")
     first = [timed(lambda: (artifacts._load.cache_clear(), post(heat))) for _ in range(5)]
     show("heatmap callback (tab opens), file read cold", *zip(*first))
     show("heatmap callback (tab opens), warm", *zip(*[timed(post, heat) for _ in range(30)]))
@@ -161,7 +127,7 @@ def bench_callbacks(app, run, data) -> None:
     pairs, parts = [], {"selection": [], "corrupt": [], "png": []}
     for name, s, pos in cells:
         click = {"points": [{"x": str(s), "y": name, "curveNumber": 0, "pointNumber": [names.index(name), s - 1]}]}
-        body = callback_body(app, "stress-pairs.children", {**base, "stress-heatmap.clickData": click},
+        body = callback_body(deps, "stress-pairs.children", {**base, "stress-heatmap.clickData": click},
                              "stress-heatmap.clickData")
         pairs.append(timed(post, body))
         parts["selection"].append(timed(broken, data, name, s))
@@ -182,7 +148,7 @@ def bench_callbacks(app, run, data) -> None:
     thumbs = [timed(lambda u=u: client.get(u).get_data()) for u in urls for _ in range(3)]
     show(f"clean thumbnail GET /img ({len(urls)} images x 3)", *zip(*thumbs))
 
-    name, s, pos = cells[0]
+    name, s, pos = next((c for c in cells if len(c[2]) > 1), cells[0])  # one image gives no "then" figure
     cams = [timed(gradcam_pair, run, int(data["index"][p]), name, s, seed) for p in pos[:6]]
     print(f"  a pair's Grad-CAMs (clean + corrupted): first {cams[0][0] * 1000:.0f} ms (model load), then")
     show("  Grad-CAM pair, model loaded", *zip(*cams[1:]))
@@ -190,51 +156,40 @@ def bench_callbacks(app, run, data) -> None:
 
 def bench_browser(run_dir: Path, data_dir, data: dict, port: int, clicks: int, opens: int) -> dict:
     import psutil
-    from selenium import webdriver
-
-    from tests.conftest import pytest_setup_options  # the browser the tests drive: headless Chromium
 
     names = data["config"]["corruptions"][:len(data["pred"])]
     cells = cells_of(data)[:clicks]
-    driver = webdriver.Chrome(options=pytest_setup_options())
-    driver.set_script_timeout(60)
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryDirectory() as cache:
-        proc = launch([run_dir], data_dir, port, cache)
-        try:
-            page_ready(driver, url)
-            print(f"\nin Chromium ({run_dir.name}); server idle {wait_until_idle(proc.pid):.1f} s after the first page")
-            times = []
-            for _ in range(opens):
-                page_ready(driver, url)
-                wait_until_idle(proc.pid, 20)
-                ms = driver.execute_async_script(OPEN_JS, len(names) + 1)
-                if ms < 0:
-                    raise TimeoutError("the heatmap never drew")
-                times.append(ms / 1000)
-            show("tab click -> heatmap drawn (fresh page each)", times)
-            out = {"open_p50_ms": pct(times, 50), "open_p95_ms": pct(times, 95)}
-            time.sleep(1)
-            times, cpu0 = [], sum(psutil.Process(proc.pid).cpu_times()[:2])
-            for name, s, pos in cells:
-                title = f"{len(pos):,} images {name.replace('_', ' ')} at severity {s} breaks"
-                ms = driver.execute_async_script(CLICK_JS, str(s), name, names.index(name), s - 1, title,
-                                                 int(data["index"][pos[0]]))
-                if ms < 0:
-                    raise TimeoutError(f"the pairs of {name} at severity {s} never appeared")
-                times.append(ms / 1000)
-            show(f"cell click -> pair images decoded ({len(times)} cells)", times)
-            cpu = sum(psutil.Process(proc.pid).cpu_times()[:2]) - cpu0
-            print(f"  server CPU per click (its callback + up to 24 clean thumbnails): "
-                  f"{cpu / len(times) * 1000:.0f} ms")
-            severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
-            print(f"  browser console SEVERE entries: {len(severe)}")
-            out.update(click_p50_ms=pct(times, 50), click_p95_ms=pct(times, 95))
-            return out
-        finally:
-            driver.quit()
-            proc.terminate()
-            proc.wait(20)
+    url, ready = f"http://127.0.0.1:{port}/", page_shows(tab="Stress test", css="#overview-cards .metric")
+    with chromium(script_timeout=60) as driver, dashboard([run_dir], data_dir, port) as proc:
+        open_page(driver, url, ready)
+        print(f"\nin Chromium ({run_dir.name}); server idle {wait_until_idle(proc.pid):.1f} s after the first page")
+        times = []
+        for _ in range(opens):
+            open_page(driver, url, ready)
+            wait_until_idle(proc.pid, 20)
+            ms = driver.execute_async_script(OPEN_JS, len(names) + 1)
+            if ms < 0:
+                raise TimeoutError("the heatmap never drew")
+            times.append(ms / 1000)
+        show("tab click -> heatmap drawn (fresh page each)", times)
+        out = {"open_p50_ms": pct(times, 50), "open_p95_ms": pct(times, 95)}
+        time.sleep(1)
+        times, cpu0 = [], sum(psutil.Process(proc.pid).cpu_times()[:2])
+        for name, s, pos in cells:
+            title = f"{len(pos):,} images {name.replace('_', ' ')} at severity {s} breaks"
+            ms = driver.execute_async_script(CLICK_JS, str(s), name, names.index(name), s - 1, title,
+                                             int(data["index"][pos[0]]))
+            if ms < 0:
+                raise TimeoutError(f"the pairs of {name} at severity {s} never appeared")
+            times.append(ms / 1000)
+        show(f"cell click -> pair images decoded ({len(times)} cells)", times)
+        cpu = sum(psutil.Process(proc.pid).cpu_times()[:2]) - cpu0
+        print(f"  server CPU per click (its callback + up to 24 clean thumbnails): "
+              f"{cpu / len(times) * 1000:.0f} ms")
+        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        print(f"  browser console SEVERE entries: {len(severe)}")
+        out.update(click_p50_ms=pct(times, 50), click_p95_ms=pct(times, 95))
+        return out
 
 
 def main(argv=None) -> int:
@@ -246,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--opens", type=int, default=20, help="tab opens, each on a fresh page load")
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPU cores, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load_average()}")
 
     os.environ["XAI_CACHE_DIR"] = tempfile.mkdtemp(prefix="stress-bench-")  # no Grad-CAM from an earlier run
     from xai_dashboard.app import create_app
@@ -264,7 +219,7 @@ def main(argv=None) -> int:
         print(f"\ntargets: open p95 {out['open_p95_ms']:.0f} / {OPEN_TARGET_MS} ms "
               f"(ratio {out['open_p95_ms'] / OPEN_TARGET_MS:.2f}); click p95 {out['click_p95_ms']:.0f} / "
               f"{CLICK_TARGET_MS} ms (ratio {out['click_p95_ms'] / CLICK_TARGET_MS:.2f})")
-    print(f"(load average when done: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores)")
+    print(f"(load average when done: {load_average()} on {os.cpu_count()} cores)")
     return 0
 
 

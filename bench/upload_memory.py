@@ -1,7 +1,7 @@
 """Memory of a production server under concurrent worst-case uploads to ``/api/predict``.
 
-Starts gunicorn as the README does (gthread, 4 threads, 2 workers, ``--preload``,
-``xai_dashboard.wsgi:server`` over the shipped runs in ``checkpoints/``), sends
+Starts gunicorn as the README does (``xai_dashboard/gunicorn_conf.py``: gthread, 12 threads; 2 workers,
+``--preload``, ``xai_dashboard.wsgi:server`` over the shipped runs in ``checkpoints/``), sends
 ``--uploads`` tiny files that declare huge images all at once, and samples the
 RSS of the master and each worker every 10 ms. Prints each process's RSS
 before and at its peak, and the peak of their sum (RSS counts the pages the
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,9 +33,8 @@ import psutil
 import requests
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from xai_dashboard.uploads import DEFAULT_DECODE_MB  # noqa: E402 - after the path fix
+from common import ROOT, free_port
+from xai_dashboard.uploads import DEFAULT_DECODE_MB
 
 MB = 2**20
 LOG = Path("/tmp/xai-upload-memory.log")  # gunicorn's output, for when something fails
@@ -66,12 +64,6 @@ def upload(kind: str) -> bytes:
     return bytes(data)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def warm_up(port: int) -> None:
     """Small predictions, 8 at once so both workers get some: each worker imports torch and loads
     the model on its first one, which is not what this benchmark measures."""
@@ -91,8 +83,11 @@ def start(root: Path, data_dir: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "XAI_DATA_DIR": data_dir, "OMP_NUM_THREADS": "1",
            "XAI_CACHE_DIR": f"/tmp/xai-upload-memory-{port}", "PYTHONPATH": str(root)}
     log = open(LOG, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "2",
-                             "--preload", "-b", f"127.0.0.1:{port}", "--timeout", "300", "xai_dashboard.wsgi:server"],
+    # A tree from before xai_dashboard/gunicorn_conf.py gets the README command of its day (the same 12 threads).
+    conf = ["-c", "python:xai_dashboard.gunicorn_conf"] if (root / "xai_dashboard/gunicorn_conf.py").exists() \
+        else ["-k", "gthread", "--threads", "12"]
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *conf, "-w", "2", "--preload", "-b", f"127.0.0.1:{port}",
+                             "--timeout", "300", "xai_dashboard.wsgi:server"],
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline:

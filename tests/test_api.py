@@ -160,15 +160,13 @@ def test_errors_echo_at_most_80_characters_of_what_was_sent(client, demo_store):
 
 
 def test_busy_decoder_is_503_with_retry_after(client, demo_store, monkeypatch):
-    import threading
-
     from xai_dashboard import uploads
 
-    busy = threading.BoundedSemaphore(1)
-    busy.acquire()  # another request holds the only decode slot
-    monkeypatch.setattr(uploads, "_DECODE_SLOTS", busy)
+    busy = uploads.DecodeMemory(2**20, slots=1)
+    monkeypatch.setattr(uploads, "_DECODE_MEMORY", busy)
     monkeypatch.setattr(uploads, "DECODE_WAIT_S", 0.05)
-    r = post(client, "/api/predict", png_of(demo_store.get(None).images[0]))
+    with busy.hold(1, 1.0):  # another request holds the only decode slot
+        r = post(client, "/api/predict", png_of(demo_store.get(None).images[0]))
     assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "busy" in r.get_json()["error"]
 
 

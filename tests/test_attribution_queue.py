@@ -1,8 +1,9 @@
 """Attributions run on one low-priority thread per process behind a bounded queue (hardening issue #15's
 load target, :mod:`xai_dashboard.attribution_queue`): the thread's nice value, 503 with Retry-After when
-the queue is full or the wait would pass the budget, predictions served while an attribution holds the
-thread, and the queue healing itself after a job raised, its thread was stopped, or the process forked.
-On the shipped digits demo, which needs no external data."""
+the queue is full or the wait would pass the budget, one place for each request thread of a gunicorn
+worker, predictions served while attributions hold the thread, and the queue healing itself after a
+job raised, its thread was stopped, or the process forked. On the shipped digits demo, which needs no
+external data."""
 from __future__ import annotations
 
 import ctypes
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 from test_api import client, png_of, post  # noqa: F401 - client is a fixture
@@ -29,7 +31,7 @@ def nice_of_this_thread() -> int:
 @pytest.fixture
 def queue(monkeypatch):
     """A fresh process queue with two places; ``queue.release`` frees what :func:`occupy` put in it."""
-    q = aq.AttributionQueue(nice=10, max_admitted=2)
+    q = aq.AttributionQueue(nice=10, places=2)
     q.release = threading.Event()
     monkeypatch.setattr(aq, "_queue", q)
     yield q
@@ -104,6 +106,73 @@ def test_past_the_budget_a_queued_render_is_dropped_and_a_started_one_cached(dem
     assert keys[0] in cache and keys[1] not in cache
 
 
+# One place per request thread (hardening issue #15's load test): gunicorn's thread count is the one number
+# admission is decided from, so a request a worker has accepted is refused for its time only, never for a place.
+
+def gunicorn_settings(*overrides: tuple[str, object]):
+    """gunicorn's configuration as the README's command builds it: :mod:`xai_dashboard.gunicorn_conf`, then
+    ``overrides`` ``(name, value)`` set after the file, as gunicorn applies its command line."""
+    from gunicorn.app.base import Application
+
+    class Settings(Application):
+        def init(self, parser, opts, args):
+            raise AssertionError("no command line here")
+
+        def load_config(self):
+            self.load_config_from_module_name_or_filename("python:xai_dashboard.gunicorn_conf")
+            for name, value in overrides:
+                self.cfg.set(name, value)
+
+        def load(self):
+            raise AssertionError("configuration only, nothing is served")
+
+    return Settings().cfg
+
+
+def start_worker(cfg) -> None:
+    """What gunicorn does in each worker after the fork, before it serves: its ``post_worker_init`` hook."""
+    cfg.post_worker_init(SimpleNamespace(cfg=cfg))
+
+
+@pytest.fixture
+def worker_queue(monkeypatch):
+    """This process's queue and thread count, put back after the test; the test starts from no queue."""
+    monkeypatch.setattr(aq, "_queue", None)
+    monkeypatch.setattr(aq, "_places", aq._places)
+
+
+def test_a_worker_queue_has_one_place_per_thread_the_worker_runs(worker_queue):
+    cfg = gunicorn_settings()
+    assert cfg.worker_class_str == "gthread" and cfg.threads == aq.SERVER_THREADS
+    start_worker(cfg)
+    assert aq.attribution_queue().places == aq.SERVER_THREADS
+    wider = gunicorn_settings(("threads", 20))  # `--threads 20` on the command line wins over the file
+    start_worker(wider)
+    assert aq.attribution_queue().places == 20
+
+
+def test_every_thread_of_a_worker_waiting_on_integrated_gradients_gets_200(client, demo_store,  # noqa: F811
+                                                                           worker_queue):
+    cfg = gunicorn_settings()
+    start_worker(cfg)
+    run, threads, q = demo_store.get(None), cfg.threads, aq.attribution_queue()
+
+    def ask(i: int):  # a client per thread: the requests run concurrently, as on a worker's threads
+        return post(client.application.test_client(), "/api/explain", png_of(run.images[40 + i]),
+                    method="integrated_gradients", steps="32", format="json")
+
+    with ThreadPoolExecutor(threads) as pool:
+        with run.lock:  # the first render waits for the model, so every request is in the queue at once
+            answers = [pool.submit(ask, i) for i in range(threads)]
+            wait_until(lambda: q._admitted + sum(a.done() for a in answers) == threads)
+            refused = [a.result().get_json()["error"] for a in answers if a.done()]
+            assert q._admitted == threads and refused == []  # 8 places for 12 threads refused 4 here
+            r = post(client, "/api/predict", png_of(run.images[39]))  # and a prediction is still served
+            assert r.status_code == 200 and r.get_json()["index"] == int(run.preds[39])
+        statuses = [a.result(60).status_code for a in answers]
+    assert statuses == [200] * threads
+    wait_until(lambda: q._admitted == 0 and q._ahead == 0.0)
+
 # Self-healing (hardening issue #15): a job's exception, a stop request sent to the thread, and a fork must
 # never leave later attributions waiting on a thread that no longer runs.
 
@@ -172,7 +241,7 @@ def test_a_thread_stopped_while_idle_is_replaced_by_the_next_run(queue, monkeypa
 
 
 def test_concurrent_runs_after_the_thread_died_start_one_successor():
-    q = aq.AttributionQueue(nice=0, max_admitted=6)
+    q = aq.AttributionQueue(nice=0, places=6)
     ran_on = []
     assert isinstance(outcome(q, lambda: ran_on.append(threading.current_thread()) or sys.exit(1)), aq.Busy)
     wait_until(lambda: not ran_on[0].is_alive())  # the stopped thread is gone, no job waited for a successor

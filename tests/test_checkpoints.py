@@ -18,8 +18,12 @@ SHIPPED = find_runs(CHECKPOINTS)
 
 
 def test_checkpoints_folder_is_small():
+    """Every clone carries checkpoints/: each shipped run under 16 MB, all of them under 56 MB (raised from
+    40 MB when the AugMix variant of cifar10-fast, issue #11, became the third shipped CIFAR-10 run)."""
+    sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in SHIPPED}
+    assert all(size < 16 * 2**20 for size in sizes.values()), {k: f"{v / 2**20:.1f} MB" for k, v in sizes.items()}
     total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
-    assert total < 40 * 2**20, f"checkpoints/ is {total / 2**20:.1f} MB"
+    assert total < 56 * 2**20, f"checkpoints/ is {total / 2**20:.1f} MB"
 
 
 @pytest.mark.parametrize("run_dir", SHIPPED, ids=[p.name for p in SHIPPED])

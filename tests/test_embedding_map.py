@@ -53,6 +53,32 @@ def test_continuous_colour_puts_each_point_at_its_coordinates_with_its_value(dem
     np.testing.assert_array_equal(np.asarray(trace.marker.color), conf[idx].astype(np.float32))
 
 
+def test_the_cached_figure_is_the_map_and_is_built_once_per_map(demo_store, tmp_path, monkeypatch):
+    """What the draw sends: each trace's base64 coordinates decode to the points of its customdata; the
+    same figure as a fresh build; read back without rebuilding; other coordinates are not served it."""
+    import base64
+    import json
+
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path))
+    run = demo_store.get(None)
+    xy, wrong = map_coordinates(run, "pca")[0], run.labels != run.preds
+    fig = em.cached_figure(xy, "correct", ~wrong, run.class_names)
+    assert fig == json.loads(em.map_figure(xy, "correct", ~wrong, run.class_names).to_json())
+    for trace in fig["data"]:
+        idx = np.asarray(trace["customdata"], dtype=np.int64)
+        for axis, column in (("x", 0), ("y", 1)):
+            sent = trace[axis]
+            got = np.frombuffer(base64.b64decode(sent["bdata"]), dtype=sent["dtype"]) if idx.size else []
+            np.testing.assert_array_equal(got, xy[idx, column])
+    assert set(fig["data"][1]["customdata"]) == set(np.flatnonzero(wrong).tolist())
+    assert fig["data"][-1]["customdata"] == []  # the ring: empty until a cell is chosen
+    built = []
+    monkeypatch.setattr(em, "map_figure", lambda *a: built.append(a) or pytest.fail("rebuilt a cached figure"))
+    assert em.cached_figure(xy, "correct", ~wrong, run.class_names) == fig and not built
+    with pytest.raises(pytest.fail.Exception):
+        em.cached_figure(xy[::-1], "correct", ~wrong, run.class_names)  # another projection's points
+
+
 def test_the_errors_views_cell_is_ringed(demo_store):
     run = demo_store.get(None)
     wrong = [(int(t), int(p)) for t, p in zip(run.labels, run.preds) if t != p]
@@ -160,6 +186,11 @@ def test_a_new_confusion_cell_patches_only_the_ring_and_a_return_to_the_tab_send
     recoloured = run_callback(client, "emb-drawn.data", {**page, "emb-colour.value": "correct",
                                                          "emb-drawn.data": drawn}, "emb-colour.value")["response"]
     assert recoloured["emb-drawn"]["data"] == {**drawn, "colour": "correct"}
+    # a map first drawn while a cell is selected rings it (the cached figure's empty ring replaced)
+    ringed = run_callback(client, "emb-drawn.data", {**page, "gallery-selection.data": {"run": run.name,
+                                                                                         "cells": [[t, p]]}},
+                          "view-tabs.value")["response"]["emb-map"]["figure"]["data"]
+    assert ringed[-1]["customdata"] == cell and ringed[-1]["name"].startswith(f"true {run.class_names[t]}")
 
 
 # ------------------------------------------------------------------ in the browser

@@ -206,12 +206,12 @@ def test_attribution_waits_for_the_run_lock(demo_run):
 def test_concurrent_attributions_equal_sequential(demo_run):
     from concurrent.futures import ThreadPoolExecutor
 
-    from xai_dashboard.attribution_queue import DEFAULT_QUEUE
+    from xai_dashboard.attribution_queue import SERVER_THREADS
 
     run = demo_run
     jobs = [(i, Settings(method=m, **kw)) for i in range(8) for m, kw in FAST_METHODS[:3]]
     sequential = [explain.explain_image(run, run.images[i], int(run.preds[i]), s) for i, s in jobs]
-    with ThreadPoolExecutor(DEFAULT_QUEUE) as pool:  # as many at once as the attribution queue admits
+    with ThreadPoolExecutor(SERVER_THREADS) as pool:  # as many at once as the attribution queue admits
         concurrent = list(pool.map(lambda job: explain.explain_image(
             run, run.images[job[0]], int(run.preds[job[0]]), job[1]), jobs))
     for a, b in zip(sequential, concurrent):

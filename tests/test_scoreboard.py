@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from trainer.artifacts import ArtifactError, read
+from tests.precompute_helpers import command_on_copy, demo_copy, refusals, run_in_two_goes
 from trainer.rundir import load_run
 from xai_dashboard import explain, faithfulness
 from xai_dashboard.sanity import stratified_indices
@@ -19,30 +18,15 @@ from xai_dashboard.scoreboard import precompute_scoreboard, scoring_order
 from xai_dashboard.scoreboard_file import SCOREBOARD, load_scoreboard, table_rows
 from xai_dashboard.views.scoreboard_table import grid_rows
 
-DEMO = Path(__file__).resolve().parent.parent / "checkpoints" / "digits-demo"
 N = 6
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     """A scoreboard of N images, computed in two goes: the first killed after 4 images (2 batches)."""
-    run_dir = tmp_path_factory.mktemp("board") / "digits-demo"
-    shutil.copytree(DEMO, run_dir, ignore=shutil.ignore_patterns("gradcam.npz", "sanity.json", "scoreboard.npz"))
-
-    def kill_after_four(done, _total):
-        if done > 4:
-            raise Killed
-
-    with pytest.raises(Killed):
-        precompute_scoreboard(run_dir, images=N, batch_size=2, progress=kill_after_four)
-    partial, note = load_scoreboard(run_dir, load_run(run_dir).meta)
-    seen = []
-    precompute_scoreboard(run_dir, images=N, batch_size=2, progress=lambda done, total: seen.append(done))
-    return run_dir, partial, note, seen
+    run_dir = demo_copy(tmp_path_factory.mktemp("board"), "gradcam.npz", "sanity.json", "scoreboard.npz")
+    partial, note, seen = run_in_two_goes(precompute_scoreboard, load_scoreboard, run_dir, 4, images=N, batch_size=2)
+    return run_dir, partial, note, [done for done, _total in seen]
 
 
 def test_interrupted_job_continues_from_its_partial_results(board):
@@ -128,17 +112,9 @@ def test_per_class_rows_use_that_class_only(board):
 
 @pytest.mark.parametrize("field", ["weights_sha256", "dataset"])
 def test_refused_when_the_weights_or_the_test_set_change(board, field):
-    run_dir, *_ = board
-    meta = json.loads(json.dumps(load_run(run_dir).meta))
-    if field == "dataset":
-        meta["dataset"]["fingerprint"] = "0" * 64
-    else:
-        meta[field] = "f" * 64
-    data, problem = load_scoreboard(run_dir, meta)
-    words = "test set" if field == "dataset" else "weights"
+    data, problem, error, words = refusals(board[0], field, load_scoreboard, SCOREBOARD)
     assert data is None and f"computed for {words}" in problem and "precompute scoreboard" in problem
-    with pytest.raises(ArtifactError, match=words):
-        read(run_dir, SCOREBOARD, meta)
+    assert words in error
 
 
 def test_cli_and_jobs_know_the_kind_and_the_command_prints_the_table(board, tmp_path, capsys):
@@ -146,11 +122,8 @@ def test_cli_and_jobs_know_the_kind_and_the_command_prints_the_table(board, tmp_
 
     assert jobs.KINDS["scoreboard"] == "xai_dashboard.scoreboard:precompute_scoreboard"
     assert cli.build_precompute_parser().parse_args(["scoreboard", "RUN"]).images == 1000
-    run_dir, *_ = board
-    copy = tmp_path / "digits-demo"
-    shutil.copytree(run_dir, copy)
-    assert cli.main(["precompute", "scoreboard", str(copy), "--images", "4"]) == 0  # a prefix: nothing recomputed
-    out = capsys.readouterr().out.splitlines()
+    _, status, out = command_on_copy(board[0], tmp_path, capsys, "scoreboard", "--images", "4")
+    assert status == 0  # a prefix: nothing recomputed
     assert out[0].split()[:4] == ["method", "n", "deletion", "random_deletion"]
     assert [line.split("  ")[0] for line in out[1:]][:2] == ["Grad-CAM", "Guided Grad-CAM"]
     assert all("  4  " in line for line in out[1:])  # n

@@ -4,14 +4,12 @@ weights or another test set, and the command, the job kind and ``GET /api/robust
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from trainer.artifacts import ArtifactError, read
+from tests.precompute_helpers import command_on_copy, demo_copy, refusals, run_in_two_goes
 from trainer.rundir import load_run
 from trainer.sources import load_test_split
 from xai_dashboard.corruptions import CORRUPTIONS
@@ -20,30 +18,16 @@ from xai_dashboard.stress_file import (
     STRESS, accuracy_table, broken, corrupted_test_images, load_stress, robustness_json,
 )
 
-DEMO = Path(__file__).resolve().parent.parent / "checkpoints" / "digits-demo"
 N = 30  # 3 test images per class
 PER_CORRUPTION = N * 5
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
 def stressed(tmp_path_factory):
     """A stress test of N images in two goes: the first killed during the third corruption."""
-    run_dir = tmp_path_factory.mktemp("stress") / "digits-demo"
-    shutil.copytree(DEMO, run_dir, ignore=shutil.ignore_patterns("stress.npz", "gradcam.npz"))
-
-    def kill_in_third(done, _total):
-        if done > N + 2 * PER_CORRUPTION + 10:
-            raise Killed
-
-    with pytest.raises(Killed):
-        precompute_stress(run_dir, images=N, batch_size=16, progress=kill_in_third)
-    partial, note = load_stress(run_dir, load_run(run_dir).meta)
-    seen = []
-    precompute_stress(run_dir, images=N, batch_size=16, progress=lambda done, total: seen.append((done, total)))
+    run_dir = demo_copy(tmp_path_factory.mktemp("stress"), "stress.npz", "gradcam.npz")
+    partial, note, seen = run_in_two_goes(precompute_stress, load_stress, run_dir, N + 2 * PER_CORRUPTION + 10,
+                                          images=N, batch_size=16)
     return run_dir, partial, note, seen
 
 
@@ -108,17 +92,9 @@ def test_accuracy_table_and_broken_images(stressed):
 
 @pytest.mark.parametrize("field", ["weights_sha256", "dataset"])
 def test_refused_for_other_weights_or_another_test_set(stressed, field):
-    run_dir, *_ = stressed
-    meta = json.loads(json.dumps(load_run(run_dir).meta))
-    if field == "dataset":
-        meta["dataset"]["fingerprint"] = "0" * 16
-    else:
-        meta[field] = "f" * 64
-    words = "test set" if field == "dataset" else "weights"
-    data, problem = load_stress(run_dir, meta)
+    data, problem, error, words = refusals(stressed[0], field, load_stress, STRESS)
     assert data is None and f"computed for {words}" in problem and "precompute stress" in problem
-    with pytest.raises(ArtifactError, match=words):
-        read(run_dir, STRESS, meta)
+    assert words in error
 
 
 def test_command_job_kind_and_api(stressed, tmp_path, capsys):
@@ -128,17 +104,13 @@ def test_command_job_kind_and_api(stressed, tmp_path, capsys):
 
     assert jobs.KINDS["stress"] == "xai_dashboard.stress:precompute_stress"
     assert cli.build_precompute_parser().parse_args(["stress", "RUN"]).images is None  # the whole test set
-    run_dir, *_ = stressed
-    copy = tmp_path / "digits-demo"
-    shutil.copytree(run_dir, copy)
-    assert cli.main(["precompute", "stress", str(copy), "--images", str(N)]) == 0  # complete: nothing to do
-    out = capsys.readouterr().out.splitlines()
+    copy, status, out = command_on_copy(stressed[0], tmp_path, capsys, "stress", "--images", str(N))
+    assert status == 0  # complete: nothing to do
     assert out[0].split()[:3] == ["corruption", "sev", "1"] and [line.split()[0] for line in out[1:16]] == [
         *CORRUPTIONS, "mean"]
     assert f"on {N} test images" in out[-1]
 
-    bare = tmp_path / "bare" / "digits-demo"
-    shutil.copytree(DEMO, bare, ignore=shutil.ignore_patterns("stress.npz"))
+    bare = demo_copy(tmp_path / "bare", "stress.npz")
     store = RunStore.from_dirs([copy, bare])
     client = create_app(store=store).server.test_client()
     body = client.get(f"/api/robustness?run={store.names[0]}").get_json()
@@ -156,8 +128,7 @@ def test_view_names_the_command_when_the_run_has_no_stress_test(tmp_path):
     from xai_dashboard.app import create_app
     from xai_dashboard.store import RunStore
 
-    bare = tmp_path / "digits-demo"
-    shutil.copytree(DEMO, bare, ignore=shutil.ignore_patterns("stress.npz"))
+    bare = demo_copy(tmp_path, "stress.npz")
     client = create_app(store=RunStore.from_dirs([bare])).server.test_client()
     outputs = [{"id": "stress-heatmap", "property": "figure"}, {"id": "stress-summary", "property": "children"},
                {"id": "stress-note", "property": "children"}, {"id": "stress-class", "property": "options"}]

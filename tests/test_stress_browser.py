@@ -3,14 +3,12 @@ the heatmap draws, a click on a cell lists clean | corrupted pairs whose clean p
 corrupted prediction wrong, and a pair's Grad-CAMs are one click away."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 from selenium.webdriver.common.by import By
 from test_explain_browser import SLOW, _open_tab, _severe, _wait
 
+from tests.precompute_helpers import demo_copy
 from trainer.rundir import load_run
 from xai_dashboard.app import create_app
 from xai_dashboard.store import RunStore
@@ -18,13 +16,11 @@ from xai_dashboard.stress import precompute_stress
 from xai_dashboard.stress_file import broken, load_stress
 
 pytestmark = pytest.mark.browser
-DEMO = Path(__file__).resolve().parent.parent / "checkpoints" / "digits-demo"
 
 
 @pytest.fixture(scope="module")
 def stressed_demo(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("stress-view") / "digits-demo"
-    shutil.copytree(DEMO, run_dir, ignore=shutil.ignore_patterns("stress.npz", "gradcam.npz"))
+    run_dir = demo_copy(tmp_path_factory.mktemp("stress-view"), "stress.npz", "gradcam.npz")
     precompute_stress(run_dir, images=60, batch_size=60)
     return run_dir
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -182,15 +183,56 @@ def test_truncated_images_stay_refused_after_importing_everything():
 
 def test_busy_decoder_answers_503(monkeypatch):
     monkeypatch.setattr(uploads, "DECODE_WAIT_S", 0.05)
-    slots = threading.BoundedSemaphore(1)
-    monkeypatch.setattr(uploads, "_DECODE_SLOTS", slots)
-    slots.acquire()  # another request is decoding
-    with pytest.raises(UploadError) as e:
-        decode_image(encode(rgb()), META3)
-    assert e.value.status == 503 and "busy" in str(e.value)
-    slots.release()
+    memory = uploads.DecodeMemory(2**20, slots=1)
+    monkeypatch.setattr(uploads, "_DECODE_MEMORY", memory)
+    with memory.hold(1, 1.0):  # another request is decoding
+        with pytest.raises(UploadError) as e:
+            decode_image(encode(rgb()), META3)
+        assert e.value.status == 503 and "busy" in str(e.value)
     assert decode_image(encode(rgb()), META3).shape == (3, 32, 32)
-    assert slots.acquire(blocking=False)  # the slot was given back
+    assert (memory.held, memory.running) == (0, 0)  # given back
+
+
+def test_a_workers_decodes_share_one_memory_budget(monkeypatch):
+    """Two uploads that each fit the budget but not together: the second waits for the first (503 past
+    the wait) while a small image, which fits beside it, decodes at once."""
+    monkeypatch.setattr(uploads, "DECODE_WAIT_S", 0.05)
+    memory = uploads.DecodeMemory(6 * 2**20, slots=2)
+    monkeypatch.setattr(uploads, "_DECODE_MEMORY", memory)
+    big = encode(rgb(1000, 1000))  # RGB decodes at 4 bytes a pixel: 3.8 MB
+    with memory.hold(4 * 2**20, 1.0):  # such a decode in progress; one of two slots taken
+        with pytest.raises(UploadError) as e:
+            decode_image(big, META3)
+        assert e.value.status == 503 and "busy" in str(e.value)
+        assert decode_image(encode(rgb()), META3).shape == (3, 32, 32)  # 90 x 60: 21 KB
+    assert decode_image(big, META3).shape == (3, 32, 32)
+
+
+def test_a_large_decode_waiting_for_room_is_not_overtaken_by_a_small_one():
+    memory, started = uploads.DecodeMemory(10, slots=2), []
+
+    def decode(name: str, need: int) -> None:
+        with memory.hold(need, 10.0):
+            started.append(name)
+
+    with memory.hold(5, 1.0):  # a decode in progress: the large one does not fit beside it, the small one would
+        waiting = [threading.Thread(target=decode, args=("large", 8))]
+        waiting[0].start()
+        wait_for(lambda: len(memory._line) == 1)
+        waiting.append(threading.Thread(target=decode, args=("small", 4)))  # it came later
+        waiting[1].start()
+        wait_for(lambda: len(memory._line) == 2)
+        assert started == []
+    for t in waiting:
+        t.join(10)
+    assert started == ["large", "small"] and (memory.held, memory.running) == (0, 0)
+
+
+def wait_for(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def test_16bit_greyscale_is_rescaled_like_the_float_reference():
@@ -218,19 +260,23 @@ def test_shrinking_first_matches_a_direct_resize(fmt):
         assert np.abs(got.astype(int) - want).max() <= 1, (size, mode)
 
 
-# One decode per fresh interpreter, its peak read from VmHWM (the high-water RSS of this process's
+# Each measurement in a fresh interpreter, its peak read from VmHWM (the high-water RSS of this process's
 # own memory map). Not ru_maxrss: Linux carries that over from the parent through fork and exec, and
 # the parent (pytest, which just built 7000 x 7000 arrays) is bigger than the child ever gets.
 _MEASURE = """
 import json, sys
+from concurrent.futures import ThreadPoolExecutor
 from xai_dashboard import uploads
+uploads.hand_back_freed_images()  # as the server (xai_dashboard.wsgi) does
 def hwm():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-data = open(sys.argv[1], "rb").read()
+data, uploads_at_once = open(sys.argv[1], "rb").read(), int(sys.argv[2])
 before = hwm()
-shape = list(uploads.decode_image(data, {"input_size": 32, "in_channels": 3}).shape)
-print(json.dumps({"shape": shape, "mb": hwm() - before}))
+with ThreadPoolExecutor(uploads_at_once) as pool:  # each on its own thread, as a worker's requests are
+    shapes = list(pool.map(lambda _: list(uploads.decode_image(data, {"input_size": 32, "in_channels": 3}).shape),
+                           range(uploads_at_once)))
+print(json.dumps({"shapes": shapes, "mb": hwm() - before}))
 """
 
 
@@ -245,16 +291,17 @@ def worst_case_uploads() -> dict[str, bytes]:
             "rgba-budget.png": encode(Image.new("RGBA", (side_rgba, side_rgba), (0, 0, 255, 90)), compress_level=9)}
 
 
-@pytest.mark.parametrize("name", ["16bit-7000.png", "rgb-budget.png", "rgba-budget.png"])
-def test_worst_case_accepted_upload_peaks_under_200_mb(name, tmp_path):
+@pytest.mark.parametrize("name,at_once", [("16bit-7000.png", 1), ("rgb-budget.png", 1), ("rgba-budget.png", 1),
+                                          ("rgb-budget.png", 2)])  # two at once share one process's budget
+def test_worst_case_accepted_uploads_peak_under_200_mb(name, at_once, tmp_path):
     data = worst_case_uploads()[name]
     assert len(data) < 200 * 1024  # tiny files: the cost is all in the pixels they declare
     (tmp_path / name).write_bytes(data)
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / name)], cwd=root,
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / name), str(at_once)], cwd=root,
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
-    assert result["shape"] == [3, 32, 32]
+    assert result["shapes"] == [[3, 32, 32]] * at_once
     assert 20 <= result["mb"] <= 200, result  # >= 20: the pixels really were decoded and measured
 
 

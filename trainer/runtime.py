@@ -28,7 +28,19 @@ def cpu_has_bf16() -> bool:
 
 
 # glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+
+
+def mallopt(*settings: tuple[int, int]) -> bool:
+    """Apply glibc ``mallopt(param, value)`` for each pair of ``settings``; whether all applied (False on
+    other platforms and libcs, which keep their defaults)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    return all([bool(call(param, value)) for param, value in settings])
 
 
 def keep_freed_memory() -> bool:
@@ -40,16 +52,10 @@ def keep_freed_memory() -> bool:
     in one 19-minute run of the fast (Muon) recipe, and the step ran at 374 instead of 517 images/s. With mmap off
     and trimming off, the heap keeps its pages (peak RSS 3.0 -> 3.6 GB in that measurement). Only for
     batch jobs in their own process (training, precomputation), never the web server, whose resident
-    memory is budgeted. Returns whether it applied (glibc on Linux only).
+    memory is budgeted (it does the opposite: :func:`xai_dashboard.uploads.hand_back_freed_images`).
+    Returns whether it applied (glibc on Linux only).
     """
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def pick_device(requested: str = "auto") -> torch.device:

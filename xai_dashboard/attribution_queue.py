@@ -14,17 +14,31 @@ arithmetic then stays on this niced thread. (``torch.set_num_threads`` cannot be
 here: it also changes the count every thread created later starts with, request threads included.
 Two intra-op threads made a lone prediction's p95 worse on a busy 2-core machine, not better.)
 
-Bounded: the request thread waits for its result, holding a server thread, so an attribution
-is admitted only while fewer than ``$XAI_ATTRIBUTION_QUEUE`` (8) are admitted in this process
-and the estimated seconds of those plus its own fit the request budget; otherwise it is refused
-at once with 503 and a Retry-After of the estimated wait. An admitted request waits at most the
-budget; past it the request gets 503, a render not yet started is dropped, and one already
-started finishes (callers cache inside ``work``, so the retry finds the result).
+Admission, one number: the server's request threads. A request waits on its thread for its render,
+so a process can never have more attributions in flight than it has request threads, and the queue
+has exactly that many places: gunicorn's ``threads`` (:mod:`.gunicorn_conf` sets it to
+:data:`SERVER_THREADS` and, in each worker, passes the count the worker really runs, a command-line
+``--threads`` included, to :func:`serve_threads`), or :data:`SERVER_THREADS` in any other server
+(the development server starts a thread per request, so there the places are a real cap). Every
+request a gunicorn worker has accepted therefore finds a place, and whether it is served is decided
+by time alone, before any work: its estimate plus the estimates of the work admitted ahead of it
+(:func:`.explain.check_budget`: the registry's passes x the measured cost of one) must fit the
+request budget, or it is refused at once with 503, a sentence saying how much work is ahead, and a
+Retry-After of that wait. Admitted work fits the budget by construction; waiting is still capped at
+the budget, for a machine slower than its estimates: past it the request gets 503, a render not yet
+started is dropped, and one already started finishes (callers cache inside ``work``, so the retry
+finds the result).
 
-gunicorn needs more threads than the queue has places (the README runs 12 for 8): the rest stay
-free for predictions, which otherwise wait for a thread behind requests waiting on renders. On a
-loaded 2-core machine, with 4 threads all waiting on renders a thumbnail's p95 was 2.1 s; with
-12 threads and 8 places, 92 ms.
+Before, the queue had 8 places for gunicorn's 12 threads (two constants, so that 4 threads stayed
+free for predictions): at a peak of 9 attributions in one worker the 9th was refused with 503
+although it would have been served well within its budget (issue #15's load test, one 503 in two
+minutes). Predictions still never wait behind an attribution for the model or the CPU: they use
+their own never-hooked copy at normal priority. Renders can take every thread of a worker, and a
+prediction then waits for one, but that wait is bounded too: the work admitted ahead never exceeds
+the budget, and each finished render frees a request thread. Such moments are rare: more than 8
+renders in one worker happened once in the two-minute load test, which is why 12 threads rather than
+4 (with 4, all waiting on renders on a loaded 2-core machine, a thumbnail's p95 was 2.1 s; with 12,
+92 ms).
 """
 from __future__ import annotations
 
@@ -42,7 +56,8 @@ from typing import Callable, TypeVar
 from .explain_spec import ExplainError
 
 NICE_ENV, DEFAULT_NICE = "XAI_ATTRIBUTION_NICE", 10
-QUEUE_ENV, DEFAULT_QUEUE = "XAI_ATTRIBUTION_QUEUE", 8
+# Request threads per server process: gunicorn's ``threads`` (:mod:`.gunicorn_conf`) and the queue's places.
+SERVER_THREADS = 12
 IDLE_WAKE_S = 1.0  # how often an idle attribution thread wakes (why: AttributionQueue._serve)
 INTERRUPTED = "the server is busy: the explanation was interrupted; try again"
 T = TypeVar("T")
@@ -84,8 +99,8 @@ class AttributionQueue:
     alive. In a forked child (gunicorn's workers) every queue starts afresh (:func:`_after_fork`).
     """
 
-    def __init__(self, nice: int = DEFAULT_NICE, max_admitted: int = DEFAULT_QUEUE):
-        self.max_admitted, self._nice = max_admitted, nice
+    def __init__(self, nice: int = DEFAULT_NICE, places: int = SERVER_THREADS):
+        self.places, self._nice = places, nice  # places: at most this many admitted at once (module docstring)
         self._reset()
         _instances.add(self)
 
@@ -106,7 +121,7 @@ class AttributionQueue:
         future: Future = Future()
         future.add_done_callback(lambda _f: self._release(estimate))  # also runs when cancelled
         with self._guard:
-            if self._admitted >= self.max_admitted or self._ahead + estimate > budget:
+            if self._admitted >= self.places or self._ahead + estimate > budget:
                 raise Busy(f"the server is busy: {self._admitted} explanations are ahead of this one (about "
                            f"{self._ahead:.0f} s of work); try again in a moment", self._ahead)
             self._admitted += 1
@@ -182,6 +197,7 @@ def _run_job(future: Future, work: Callable[[], T]) -> None:
 
 
 _queue: AttributionQueue | None = None
+_places = SERVER_THREADS  # this process's request threads: set once, by serve_threads, before any request
 _create = threading.Lock()
 
 
@@ -190,9 +206,18 @@ def attribution_queue() -> AttributionQueue:
     global _queue
     with _create:
         if _queue is None:
-            _queue = AttributionQueue(_env_int(NICE_ENV, DEFAULT_NICE, 0, 19),
-                                      _env_int(QUEUE_ENV, DEFAULT_QUEUE, 1, 64))
+            _queue = AttributionQueue(_env_int(NICE_ENV, DEFAULT_NICE, 0, 19), _places)
         return _queue
+
+
+def serve_threads(threads: int) -> None:
+    """This process serves requests on ``threads`` threads, so its queue has that many places (gunicorn's
+    ``post_worker_init`` in :mod:`.gunicorn_conf` calls it in each worker, after the fork, before any request)."""
+    global _places
+    with _create:
+        _places = max(1, int(threads))
+        if _queue is not None:
+            _queue.places = _places
 
 
 def _forget() -> None:

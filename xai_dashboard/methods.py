@@ -8,7 +8,8 @@ test on the model (``requires``) and the function that computes it, named as
 
 Everything else derives from this table: :meth:`.explain_spec.Settings.resolved`
 (validation), the cache key (:meth:`~.explain_spec.Settings.key`), the page's method
-options and parameter inputs (:mod:`.views.explain`), the API's form fields
+options (:func:`.views.explain_model.method_options`) and parameter inputs
+(:mod:`.views.explain_controls`), the API's form fields
 (:func:`.api.settings_from_form`) and the parametrised tests.
 
 A compute function has the signature ``fn(model, x, target, settings, signed=False) -> maps``:

@@ -72,9 +72,15 @@ class Row:
     description: str = ""
     input_src: str = ""
     shape: tuple[int, ...] = ()   # (C, H, W) of the image the run was given
-    prediction: str = ""          # "cat (87.3%)"
+    predicted: str = ""           # the predicted class's name
+    probability: float | None = None  # and its probability
     cells: list[Cell] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def prediction(self) -> str:
+        """As the page shows it: "cat (87.3%)"."""
+        return f"{self.predicted} ({self.probability:.1%})" if self.predicted else ""
 
 
 @dataclass
@@ -217,8 +223,7 @@ def build_row(store, source: dict, name: str, methods: list[str], data: bytes | 
     for cell in cells:
         cell.fails_sanity = badge_title(failing[cell.method]) if cell.method in failing else ""
     return Row(name, description=description, input_src=data_url(image_png(image, INPUT_SIZE)),
-               shape=tuple(image.shape), prediction=f"{run.class_names[pred]} ({float(probs[pred]):.1%})",
-               cells=cells)
+               shape=tuple(image.shape), predicted=run.class_names[pred], probability=float(probs[pred]), cells=cells)
 
 
 def build_grid(store, source: dict, runs: list[str], methods: list[str], cache=None) -> Grid:

@@ -15,8 +15,11 @@ the HTTP status the API answers with):
   (160 MB default) -> 413 before a pixel is decoded;
 * a JPEG too short to hold the pixels it declares (libjpeg would pad it with
   grey and the model would classify the padding) -> 400;
-* concurrency: at most ``$XAI_MAX_DECODES`` (2) decodes per process at once;
-  others wait up to ``DECODE_WAIT_S`` and then get 503;
+* memory and concurrency per process (per gunicorn worker): its decodes share
+  one ``$XAI_MAX_DECODE_MB`` between them, at most ``$XAI_MAX_DECODES`` (2) run
+  at once, and they start in arrival order (:class:`DecodeMemory`); one that
+  cannot start within ``DECODE_WAIT_S`` gets 503. The header checks above run
+  before the wait, so a refused file never queues;
 * corrupt or truncated data -> 400 (Pillow raises while decoding; that needs
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` False, which is checked).
 
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import contextlib
 import io
 import math
 import os
@@ -39,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from trainer.preprocess import decode_bytes, draft_for, pil_to_array
+from trainer.runtime import M_MMAP_THRESHOLD, mallopt
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_BYTES_ENV = "XAI_MAX_UPLOAD_MB"
@@ -81,8 +87,69 @@ def max_decode_bytes() -> int:
     return int(_env_number(MAX_DECODE_ENV, DEFAULT_DECODE_MB) * 2**20)
 
 
-# Per process (each gunicorn worker after the fork): N decodes x the budget bounds a worker's upload memory.
-_DECODE_SLOTS = threading.BoundedSemaphore(int(_env_number(MAX_DECODES_ENV, DEFAULT_DECODES)))
+class DecodeMemory:
+    """What one process's decodes may hold at once: ``capacity`` bytes between them and at most ``slots``
+    decodes, granted in arrival order.
+
+    Why bytes and not only a count: two slots of a full decode budget each let a worker hold 2 x 160 MB
+    of pixels (``bench/upload_memory.py``, 2 workers, 8 worst-case uploads at once: peak summed RSS
+    2.36 GB, PSS 1.22 GB; sharing one budget, with :func:`hand_back_freed_images`: 2.04 and 0.92 GB).
+    Sharing one budget keeps a worker's decoding within what one upload may take, while small images
+    (a 32 px PNG needs 4 KB) still decode beside a large one. In arrival order, so a large upload
+    waiting for room is not overtaken for ever by a stream of small ones.
+    """
+
+    def __init__(self, capacity: int, slots: int):
+        self.capacity, self.slots = capacity, slots
+        self._cond = threading.Condition()
+        self._line: collections.deque = collections.deque()  # waiting decodes' tickets, first come first
+        self.held, self.running = 0, 0
+
+    @contextlib.contextmanager
+    def hold(self, need: int, timeout: float):
+        """Wait up to ``timeout`` s until this decode is first in line and ``need`` bytes and a slot are free
+        (then hold them until the block ends), else :class:`UploadError` 503. A ``need`` over the capacity
+        (a caller's own larger ``max_decode``) holds all of it."""
+        need, ticket = min(need, self.capacity), object()
+        with self._cond:
+            self._line.append(ticket)
+            try:
+                granted = self._cond.wait_for(lambda: self._line[0] is ticket and self.running < self.slots
+                                              and self.held + need <= self.capacity, timeout)
+            finally:
+                self._line.remove(ticket)
+                self._cond.notify_all()  # the next in line may start now, or no longer waits behind this one
+            if not granted:
+                raise UploadError("the server is busy decoding other uploads; retry in a few seconds", 503)
+            self.held, self.running = self.held + need, self.running + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held, self.running = self.held - need, self.running - 1
+                self._cond.notify_all()
+
+
+# Per process (each gunicorn worker after the fork): its decodes' memory, whatever their number.
+_DECODE_MEMORY = DecodeMemory(max_decode_bytes(), int(_env_number(MAX_DECODES_ENV, DEFAULT_DECODES)))
+
+
+LARGE_BLOCK = 4 * 2**20
+
+
+def hand_back_freed_images() -> bool:
+    """Make glibc give every allocation of ``LARGE_BLOCK`` (4 MB) or more its own mapping, returned to the
+    kernel when freed; for the web server's processes (:mod:`.wsgi`). Returns whether it applied (glibc only).
+
+    Why: glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), so from the
+    second decoded upload on, Pillow's image blocks (up to 16 MB) come from the heap of the thread that decodes
+    and stay resident after the image is freed. Decodes on two request threads one after the other then
+    held 2 x 160 MB in one worker (``bench/upload_memory.py``), although :class:`DecodeMemory` lets them
+    hold 160 MB at once. A fixed threshold ends the adjustment. The price: other blocks this large (a
+    batched attribution's activations; a 32 px prediction's tensors are well under 1 MB) are mapped
+    afresh each time, a page fault per 4 KB.
+    """
+    return mallopt((M_MMAP_THRESHOLD, LARGE_BLOCK))
 
 
 def _human(n: int) -> str:
@@ -149,14 +216,15 @@ def _check_jpeg_length(img: Image.Image, data: bytes) -> None:
                           f"declares (that needs at least {blocks // 8:,} bytes); the file is truncated or damaged")
 
 
-def _check_memory(img: Image.Image, budget: int) -> None:
-    """Refuse (413) an image whose decoding and preprocessing would hold more than ``budget`` bytes."""
+def _check_memory(img: Image.Image, budget: int) -> int:
+    """The bytes decoding and preprocessing ``img`` will hold; 413 when over ``budget``."""
     need = decode_bytes(img.mode, img.size)
     if need > budget:
         w, h = img.size
         raise UploadError(f"image rejected: decoding this {w}x{h} {img.format} ({img.mode}) would take "
                           f"{need / 2**20:.0f} MB of memory; the limit is {budget / 2**20:.0f} MB, "
                           "so downscale it and retry", 413)
+    return need
 
 
 def _load(img: Image.Image) -> None:
@@ -170,33 +238,20 @@ def _load(img: Image.Image) -> None:
         raise UploadError(f"corrupt or truncated {img.format} image: {e}", 400) from None
 
 
-def open_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int = MAX_PIXELS,
-               size: int | None = None, in_channels: int = 3, max_decode: int | None = None) -> Image.Image:
-    """Bytes -> a decoded PIL image (first frame), or :class:`UploadError`.
+def _check_header(img: Image.Image, data: bytes, max_pixels: int, size: int, in_channels: int,
+                  max_decode: int) -> int:
+    """Every check the header allows, nothing decoded: the bytes decoding will hold (:func:`_check_memory`).
 
-    With ``size``, a JPEG is decoded at the smallest DCT scale that keeps 2 x ``size`` px
-    (:func:`trainer.preprocess.draft_for`); the memory check applies to what is really decoded.
+    A JPEG is drafted first, to the smallest DCT scale that keeps ``KEEP`` x ``size`` px
+    (:func:`trainer.preprocess.draft_for`), so the memory check applies to what is really decoded.
     """
-    check_size(len(data), max_bytes or max_upload_bytes())
-    # catch_warnings is process-wide, not per thread; the explicit pixel check
-    # below is the real guard, this only turns Pillow's own warning into an error.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = _open(data)
-        try:
-            w, h = img.size
-            if w < 1 or h < 1 or w * h > max_pixels:
-                raise UploadError(f"image rejected: {w}x{h} = {w * h / 1e6:.0f} megapixels is over the "
-                                  f"{max_pixels / 1e6:.0f} megapixel limit", 400)
-            _check_jpeg_length(img, data)
-            if size:
-                draft_for(img, size, in_channels)
-            _check_memory(img, max_decode or max_decode_bytes())
-            _load(img)
-        except BaseException:
-            img.close()
-            raise
-    return img
+    w, h = img.size
+    if w < 1 or h < 1 or w * h > max_pixels:
+        raise UploadError(f"image rejected: {w}x{h} = {w * h / 1e6:.0f} megapixels is over the "
+                          f"{max_pixels / 1e6:.0f} megapixel limit", 400)
+    _check_jpeg_length(img, data)
+    draft_for(img, size, in_channels)
+    return _check_memory(img, max_decode)
 
 
 def _fmt(data: bytes) -> str:
@@ -213,24 +268,26 @@ def decode_image(data: bytes, meta: dict, *, max_bytes: int | None = None,
                  max_pixels: int = MAX_PIXELS, max_decode: int | None = None) -> np.ndarray:
     """Bytes -> uint8 numpy ``(in_channels, input_size, input_size)`` preprocessed like the run's images.
 
-    Holds one of the process's decode slots while decoding; none free within
-    ``DECODE_WAIT_S`` -> :class:`UploadError` 503.
+    The header is checked first; decoding and preprocessing then hold what they need of the process's
+    :class:`DecodeMemory` (not granted within ``DECODE_WAIT_S`` -> :class:`UploadError` 503).
     """
-    check_size(len(data), max_bytes or max_upload_bytes())  # refusing by size needs no slot
+    check_size(len(data), max_bytes or max_upload_bytes())
     size, channels = int(meta["input_size"]), int(meta["in_channels"])
-    if not _DECODE_SLOTS.acquire(timeout=DECODE_WAIT_S):
-        raise UploadError("the server is busy decoding other uploads; retry in a few seconds", 503)
-    try:
-        img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, size=size, in_channels=channels,
-                         max_decode=max_decode)
+    # catch_warnings is process-wide, not per thread; the explicit pixel check
+    # is the real guard, this only turns Pillow's own warning into an error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = _open(data)
         try:
-            return pil_to_array(img, size, channels)
-        except (OSError, ValueError) as e:  # exotic modes Pillow cannot convert
-            raise UploadError(f"cannot convert this {img.format} image ({img.mode}): {e}", 400) from None
+            need = _check_header(img, data, max_pixels, size, channels, max_decode or max_decode_bytes())
+            with _DECODE_MEMORY.hold(need, DECODE_WAIT_S):
+                _load(img)
+                try:
+                    return pil_to_array(img, size, channels)
+                except (OSError, ValueError) as e:  # exotic modes Pillow cannot convert
+                    raise UploadError(f"cannot convert this {img.format} image ({img.mode}): {e}", 400) from None
         finally:
             img.close()
-    finally:
-        _DECODE_SLOTS.release()
 
 
 def parse_data_url(contents: str | None, max_bytes: int | None = None) -> bytes:

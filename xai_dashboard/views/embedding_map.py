@@ -12,11 +12,15 @@ read from the errors view's ``gallery-selection`` store.
 
 What is sent, and when: the figure (float32 coordinates, base64; the test index of each point as
 customdata; no per-point hover text: the tooltip builds a thumbnail URL from the index) only when the
-run, projection or colouring differs from the one the page holds, not on every return to the tab; a
-new confusion cell replaces only the ringed trace (a ``Patch``). The points are WebGL (scattergl),
+run, projection or colouring differs from the one the page holds, not on every return to the tab, and
+built once per map and colouring (:func:`cached_figure`); a new confusion cell replaces only the ringed
+trace (a ``Patch``). The points are WebGL (scattergl),
 which needs the vendored strict plotly.js (:mod:`xai_dashboard.vendor`).
 """
 from __future__ import annotations
+
+import hashlib
+import json
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,7 @@ from dash.exceptions import PreventUpdate
 from plotly.colors import qualitative
 
 from .. import analysis, export, figures, inputs
+from ..cache import explain_cache
 from ..embedding_space import PROJECTIONS, map_coordinates
 from ..images import DETAIL_SIZE, THUMB_SIZE, image_url
 from . import neighbours, prediction_items
@@ -38,6 +43,7 @@ COLOURS = {"true": "true class", "pred": "predicted class", "correct": "correct 
 HEIGHT = 560
 _PROMPT = "Draw a box or a lasso on the map to list its images here."
 _RING = {"size": 10, "symbol": "circle-open", "color": "#111", "line": {"width": 2}}
+FIGURE_FORMAT = 1  # part of the cached figures' key (cached_figure): bump it when map_figure draws differently
 
 
 def layout(store) -> html.Div:
@@ -155,6 +161,24 @@ def map_figure(xy: np.ndarray, by: str, values: np.ndarray, class_names: list[st
     return fig
 
 
+def cached_figure(xy: np.ndarray, by: str, values: np.ndarray, class_names: list[str]) -> dict:
+    """:func:`map_figure` with no ring, as the plain dict Dash sends (x, y base64 float32), from the app's
+    diskcache (:func:`..cache.explain_cache`): building and validating eleven 10,000-point plotly traces
+    took 110 ms of a loaded server for every fresh page, serialising them once more 20 ms; reading the
+    cached text back takes a few. Keyed by a digest of what the figure is drawn from, so a recomputed
+    UMAP, another run or another colouring never reads an old one."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (np.asarray(xy, dtype=np.float32), np.asarray(values)):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    digest.update(json.dumps([FIGURE_FORMAT, by, np.asarray(values).dtype.str, list(class_names)]).encode())
+    cache, key = explain_cache(), f"embedding-map/{digest.hexdigest()}"
+    text = cache.get(key)
+    if text is None:
+        text = map_figure(xy, by, values, class_names).to_json()
+        cache.set(key, text)
+    return json.loads(text)
+
+
 def _highlight(run, selection) -> tuple[np.ndarray | None, str]:
     """The test indices of the confusion cells selected in the errors view (``gallery-selection``), if any."""
     chosen = inputs.lenient(lambda v: inputs.gallery_selection(v, run), selection, None)
@@ -252,8 +276,10 @@ def register_callbacks(app, store) -> None:
         if ctx.triggered_id == "view-tabs" and drawn == key:
             raise PreventUpdate  # back on the tab: the page still holds this figure (a new cell was patched in)
         highlight, words = _highlight(run, selection)
-        fig = map_figure(xy, colour, values, run.class_names, highlight, words)
-        fig.update_layout(uirevision=f"{run.name}/{projection}")  # colouring keeps the zoom
+        fig = cached_figure(xy, colour, values, run.class_names)
+        if highlight is not None:
+            fig["data"][-1] = ring_trace(xy, highlight, words)
+        fig["layout"]["uirevision"] = f"{run.name}/{projection}"  # colouring keeps the zoom
         base = image_url(prefix, run.name, 0, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
         hover = {"base": base.split("/0.png?")[0] + "/", "suffix": ".png?" + base.split(".png?")[1],
                  "names": run.class_names, "labels": run.labels.tolist(), "preds": run.preds.tolist()}

@@ -215,6 +215,14 @@ def register_callbacks(app, store) -> None:
     # The matrix and the gallery are gated on the active tab ("view-tabs" in app.py): every
     # tab's callbacks fire on page load, and a hidden heatmap plus 48 thumbnails would delay
     # the overview the user is looking at.
+    _register_matrix(app, store)
+    _register_gallery(app, store, prefix)
+    _register_in_browser(app)
+    _register_detail(app, store, prefix)
+
+
+def _register_matrix(app, store) -> None:
+    """The confusion matrix and the most confused pairs' buttons."""
     @app.callback(Output("confusion-matrix", "figure"), Output("confused-pairs", "children"),
                   Input("run-select", "value"), Input("cm-mode", "value"), Input("view-tabs", "value"),
                   Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
@@ -227,6 +235,9 @@ def register_callbacks(app, store) -> None:
         return figures.confusion_figure(s.cm, run.class_names, normalised=mode == "row"), \
             _pair_buttons(s, run.class_names)
 
+
+def _register_gallery(app, store, prefix: str) -> None:
+    """The gallery of the chosen cells (paged, sorted, within a confidence range) and its CSV."""
     @app.callback(
         Output("gallery", "children"), Output("gallery-count", "children"), Output("gallery-title", "children"),
         Output("gallery-selection", "data"), Output("gallery-page", "data"), Output("gallery-page-label", "children"),
@@ -283,6 +294,9 @@ def register_callbacks(app, store) -> None:
         frame = export.gallery_frame(run, cells, inputs.sort_key(sort_by), inputs.confidence_range(conf))
         return export.download(frame, export.filename(run.name, export.selection_slug(cells, run.class_names))), ""
 
+
+def _register_in_browser(app) -> None:
+    """What runs in the page: the thumbnail click, the chosen cells outlined, the gallery scrolled into view."""
     # In the browser: a thumbnail click needs no server round trip, and the burst of
     # "new component" triggers each gallery page causes must not cost a request either.
     app.clientside_callback(
@@ -301,6 +315,9 @@ def register_callbacks(app, store) -> None:
                             Input("confusion-matrix", "clickData"), Input({"type": "pair", "cells": ALL}, "n_clicks"),
                             prevent_initial_call=True)
 
+
+def _register_detail(app, store, prefix: str) -> None:
+    """The detail card of the image a thumbnail click chose."""
     @app.callback(Output("image-detail", "className"), Output("detail-image", "src"),
                   Output("detail-caption", "children"), Output("detail-top5", "figure"),
                   Input("selected-image", "data"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))

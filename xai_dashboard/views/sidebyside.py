@@ -6,14 +6,16 @@ page sends and render. The image being compared is ``dcc.Store(id="sbs-source")`
 the errors gallery's ``selected-image``, and by :func:`open_link` buttons that other views place
 (the gallery's image detail, the explanations card): one click sets the source and opens this tab.
 Their clicks reach the server through :data:`LINK` (:mod:`.clicks`: a link drawn while the gallery's
-selection is on its way must not cancel that request).
+selection is on its way must not cancel that request). The image's true class follows the header's
+label-set switch (:mod:`..corrected`), as does the grid's CSV (:func:`grid_frame`: one row per cell).
 """
 from __future__ import annotations
 
+import pandas as pd
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from .. import inputs, uploads
+from .. import corrected, export, inputs, uploads
 from ..cache import explain_cache
 from ..figures import colorbar_figure
 from ..images import shown
@@ -33,6 +35,8 @@ TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each 
 OPEN = "sbs-open"  # the ``type`` of every one-click link's pattern-matching id
 LINK = "sbs-link"  # the store their clicks are relayed to (:mod:`.clicks`)
 _IMG = {"imageRendering": "pixelated"}
+CSV_COLUMNS = ["source run", "index", "file", "label", "run", "input", "prediction", "confidence", "method",
+               "deletion AUC", "fails sanity check", "error"]
 
 
 def open_link(origin: str) -> html.Button:
@@ -64,6 +68,10 @@ def layout(store) -> html.Div:
                     options=[{"label": n, "value": n} for n in store.names])]),
                 html.Label(className="pick", children=["Methods", dcc.Dropdown(
                     id="sbs-methods", multi=True, value=list(DEFAULT_METHODS), options=method_options())]),
+                html.Button("Download CSV", id="sbs-export", n_clicks=0, className="export",
+                            title="one row per run and method: prediction, deletion AUC, sanity check"),
+                html.Span(id="sbs-export-note"),
+                dcc.Download(id="sbs-download"),
             ]),
             html.P(f"The test index refers to the run chosen at the top. Each run sees the image as it sees its "
                    f"own: the same test image where it shares the test set, else the pixels resized and converted "
@@ -102,12 +110,39 @@ def _clicked_link(fired: list[str], link) -> str | None:
     return None if button is None else str(button.get("from"))
 
 
-def source_label(store, source: dict) -> str:
+def source_label(store, source: dict, label_set: str) -> str:
+    """What is compared, the true class on ``label_set`` (the given one beside it when a review changed it)."""
     if source["kind"] == "upload":
         return f"Upload: {source['name']}"
+    run, i = store.get(source["run"]), source["index"]
+    label, given, _ = corrected.reviewed_label(run, i, label_set)
+    names = run.class_names
+    reviewed = f"; reviewed, given {names[given]}" if label != given else ""
+    return f"Test image #{i} of {source['run']} (true class {names[label]}{reviewed})"
+
+
+def source_columns(store, source: dict, label_set: str) -> dict:
+    """The compared image's identifiers in :data:`CSV_COLUMNS`: its run (store key), test index, file
+    (:func:`..export.image_frame`) and label on ``label_set``; an upload has only its file name."""
+    if source["kind"] == "upload":
+        return {"source run": "", "index": "", "file": source["name"], "label": ""}
     run = store.get(source["run"])
-    i = source["index"]
-    return f"Test image #{i} of {source['run']} (true class {run.class_names[int(run.labels[i])]})"
+    head = export.image_frame(run, [source["index"]], corrected.predictions_for(run, label_set)[0].labels)
+    return {"source run": source["run"], **head[["index", "file", "label"]].iloc[0].to_dict()}
+
+
+def grid_frame(grid: Grid, source: dict) -> pd.DataFrame:
+    """The grid as CSV: one row per (run, method) cell in the page's order (a run that could not see the
+    image: one row, its error), each with ``source`` (:func:`source_columns`), the image the run was given,
+    its prediction and probability, the method's name, the map's deletion AUC and the sanity badge's reason."""
+    rows = []
+    for row in grid.rows:
+        seen = {**source, "run": row.run, "input": row.description, "prediction": row.predicted,
+                "confidence": row.probability}
+        rows += [{**seen, "error": row.error}] if row.error else [
+            {**seen, "method": METHODS[c.method].label, "deletion AUC": c.deletion_auc,
+             "fails sanity check": c.fails_sanity, "error": c.error} for c in row.cells]
+    return export.table_frame(rows).reindex(columns=CSV_COLUMNS)  # the header even for no rows
 
 
 def _row(row: Row, methods: list[str]) -> html.Tr:
@@ -178,11 +213,30 @@ def register_callbacks(app, store) -> None:
 
     clicks.relay(app, {"type": OPEN, "from": ALL}, LINK)
 
-    @app.callback(Output("sbs-grid", "children"), Output("sbs-source-label", "children"),
-                  Input("sbs-source", "data"), Input("sbs-runs", "value"), Input("sbs-methods", "value"),
-                  Input("view-tabs", "value"))
-    @inputs.guarded(inputs.hint, inputs.constant(""))
+    @app.callback(Output("sbs-grid", "children"), Input("sbs-source", "data"), Input("sbs-runs", "value"),
+                  Input("sbs-methods", "value"), Input("view-tabs", "value"))
+    @inputs.guarded(inputs.hint)
     def render(source, runs, methods, tab):
         inputs.shown(tab, TAB)  # every tab's callbacks fire on page load; this one runs every model
+        return grid_view(build_grid(store, parse_source(store, source), runs, methods, explain_cache()))
+
+    @app.callback(Output("sbs-source-label", "children"), Input("sbs-source", "data"),
+                  Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
+    @inputs.guarded(inputs.hint)
+    def label(source, label_set, _reviews_saved):
+        return source_label(store, parse_source(store, source), inputs.label_set(label_set))
+
+    @app.callback(Output("sbs-download", "data"), Output("sbs-export-note", "children"),
+                  Input("sbs-export", "n_clicks"), State("sbs-source", "data"), State("sbs-runs", "value"),
+                  State("sbs-methods", "value"), State(corrected.SWITCH, "value"), prevent_initial_call=True)
+    @inputs.guarded(inputs.keep, inputs.hint)
+    def export_grid(_clicks, source, runs, methods, label_set):
+        """The grid shown, as CSV: built again through the explain cache the page's grid filled (its maps,
+        predictions and AUCs are hits), bounded as the grid is."""
         source = parse_source(store, source)
-        return grid_view(build_grid(store, source, runs, methods, explain_cache())), source_label(store, source)
+        grid = build_grid(store, source, runs, methods, explain_cache())
+        if not grid.methods or not grid.rows:
+            raise inputs.BadInput("choose at least one run and one method")
+        what = ("upload", source["name"]) if source["kind"] == "upload" else (source["run"], f"test-{source['index']}")
+        frame = grid_frame(grid, source_columns(store, source, inputs.label_set(label_set)))
+        return export.download(frame, export.filename(*what, "side-by-side")), ""

@@ -5,7 +5,8 @@ test images or one true class. Clicking a cell lists the images that corruption 
 for just the shown page; each pair's Grad-CAMs (clean and corrupted, each for its prediction) are one
 click away (the buttons' clicks reach the server through a relay store, :mod:`.clicks`). The heatmap's
 table and a cell's pairs download as CSV. Also the two runs' heatmaps and their difference for "Compare
-runs" (:func:`compare_card`).
+runs" (:func:`compare_card`). Here: the heatmaps and the callbacks; the pairs card's content is built in
+:mod:`.stress_pairs`.
 """
 from __future__ import annotations
 
@@ -14,26 +15,19 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from plotly.subplots import make_subplots
 
-from .. import analysis, export, inputs
+from .. import export, inputs
 from ..figures import GRAPH_CONFIG, _base, empty_figure, placeholder
-from ..images import THUMB_SIZE, encode_png, image_url, to_hwc, upscale
-from ..overlay import data_url
-from ..stress_file import (
-    BROKEN_COLUMNS, SEVERITIES, STRESS, accuracy_table, broken, broken_rows, corrupted_test_images, heatmap_rows,
-    load_stress, summary,
-)
+from ..stress_file import SEVERITIES, STRESS, accuracy_table, heatmap_rows, load_stress, summary
 from . import clicks
 from .job_button import job_controls, register_job_button
+from .stress_pairs import CAM_OPEN, clicked_cell, gradcam_pair, pairs_frame, pairs_page, stored_cell
 
 TITLE = "Stress test"
 TAB = __name__.rpartition(".")[2]
-PAIRS_PER_PAGE = 24
-CAM_OPEN, CAM_CLICK = "stress-cam-open", "stress-cam-click"  # a pair's Grad-CAM buttons, their relay store
+CAM_CLICK = "stress-cam-click"  # the relay store of the pairs' Grad-CAM buttons (:data:`.stress_pairs.CAM_OPEN`)
 _GRAPH = GRAPH_CONFIG
 _COLUMNS = [str(s) for s in SEVERITIES] + ["mean"]
 _PAIR_GRID = {"display": "grid", "gridTemplateColumns": "repeat(auto-fill, minmax(236px, 1fr))", "gap": "10px"}
-_IMG = {"imageRendering": "pixelated", "display": "inline-block", "margin": "0 3px 4px"}
-_CAPTION = {"fontSize": "11px", "lineHeight": 1.4, "marginBottom": "4px"}
 SCOPE = ("Corruptions of Hendrycks & Dietterich (ICLR 2019) with their CIFAR-10-C parameters: the 14 that need "
          "no external images (glass blur, snow and frost are left out, Gaussian blur and saturate added), "
          "so the mean is not the 15-corruption CIFAR-10-C mean.")
@@ -133,74 +127,13 @@ def missing_text(run, problem: str) -> str:
             f"{len(SEVERITIES)} severities of each corruption (cifar10-fast: ~15 minutes on 2 CPU cores).")
 
 
-def clicked_cell(click, corruptions: list[str]) -> dict | None:
-    """A heatmap click (its point's ``y`` names the corruption, ``x`` the severity) -> ``{"corruption",
-    "severity"}``; None for a mean cell; BadInput if malformed."""
-    try:
-        point = click["points"][0]
-        name, column = point["y"], point["x"]
-    except (TypeError, KeyError, IndexError):
-        raise inputs.BadInput("the heatmap click carries no cell") from None
-    if name == "mean" or column == "mean":
-        return None
-    column = inputs.one_of(str(column) if isinstance(column, int) else column, _COLUMNS[:-1], "severity")
-    return {"corruption": inputs.one_of(name, corruptions, "corruption"), "severity": int(column)}
-
-
-def stored_cell(value, corruptions: list[str]) -> dict | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise inputs.BadInput("the chosen cell is malformed")
-    return clicked_cell({"points": [{"y": value.get("corruption"), "x": value.get("severity")}]}, corruptions)
-
-
 def _label(value, k: int) -> int | None:
     return None if value in (None, "all") else inputs.class_index(value, k)
-
-
-def pair_item(run, data: dict, pos: int, corrupted: np.ndarray, c: int, s: int, prefix: str) -> html.Div:
-    """One clean | corrupted pair: test image ``data["index"][pos]`` and its corrupted ``(C, H, W)``.
-    Eight components: the page's cost in the browser grows with their number (Dash mounts each)."""
-    names, i, t = run.class_names, int(data["index"][pos]), int(data["label"][pos])
-    pc, pk = int(data["clean_pred"][pos]), int(data["pred"][c, s - 1, pos])
-    src = data_url(encode_png(upscale(to_hwc(corrupted), THUMB_SIZE)))
-    clean = image_url(prefix, run.name, i, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
-
-    def caption(what: str, pred: int, prob: float) -> list:
-        return [f"{what} ", html.Span(names[pred], className="lbl-pred " + ("right" if pred == t else "wrong")),
-                f" · p({names[t]}) {prob:.0%}"]
-
-    return html.Div(className="gallery-item stress-pair", title=f"test image #{i}, true class {names[t]}",
-                    **{"data-index": i, "data-label": t, "data-clean-pred": pc, "data-corrupted-pred": pk},
-                    children=[
-        *(html.Img(src=url, width=THUMB_SIZE, height=THUMB_SIZE, alt=f"{what} test image {i}", style=_IMG)
-          for url, what in ((clean, "clean"), (src, "corrupted"))),
-        html.Div(style=_CAPTION, title=f"prediction, and the probability of the true class {names[t]}", children=[
-            *caption("clean", pc, float(data["clean_prob"][pos])), html.Br(),
-            *caption("corrupted", pk, float(data["prob"][c, s - 1, pos]))]),
-        html.Button("Grad-CAM of both", id={"type": CAM_OPEN, "index": i}, n_clicks=0)])
 
 
 def _evaluated(data: dict) -> list[str]:
     """The corruptions the (possibly unfinished) file holds."""
     return data["config"]["corruptions"][:len(data["pred"])]
-
-
-def pairs_page(run, data: dict, cell: dict, label: int | None, page: int, prefix: str) -> tuple[list, str, int, str]:
-    """(pair items, title, page, "page / pages") of the images ``cell`` breaks, of true class ``label`` if given."""
-    name, s = cell["corruption"], cell["severity"]
-    hits = broken(data, name, s, label)
-    shown, page, pages = analysis.page_of(hits, page, PAIRS_PER_PAGE)
-    title = (f"{len(hits):,} images {name.replace('_', ' ')} at severity {s} breaks "
-             "(right when clean, wrong when corrupted)")
-    if not len(shown):
-        return [html.P("None: every image right when clean stays right.", className="hint")], title, 0, "1 / 1"
-    index = data["index"][shown]
-    corrupted = corrupted_test_images(run.images[index], index, name, s, data["config"]["seed"])
-    c = data["config"]["corruptions"].index(name)
-    items = [pair_item(run, data, p, img, c, s, prefix) for p, img in zip(shown.tolist(), corrupted)]
-    return items, title, page, f"{page + 1} / {pages}"
 
 
 def register_callbacks(app, store) -> None:
@@ -285,16 +218,6 @@ def _register_pairs(app, store) -> None:
         return gradcam_pair(run, index, cell["corruption"], cell["severity"], data["config"]["seed"])
 
 
-def pairs_frame(run, data: dict, cell: dict, label: int | None):
-    """Every image ``cell`` breaks (of true class ``label`` if given), in the view's order, as a table:
-    :func:`..stress_file.broken_rows` with the image's ``file`` after its index (image-folder runs)."""
-    rows = broken_rows(data, cell["corruption"], cell["severity"], label, run.class_names)
-    frame = export.table_frame(rows).reindex(columns=BROKEN_COLUMNS)  # the header even when nothing breaks
-    files = export.file_paths(run)
-    frame.insert(1, "file", [files[i] for i in frame["index"]] if files else [""] * len(frame))
-    return frame
-
-
 def _register_exports(app, store) -> None:
     @app.callback(Output("stress-download-table", "data"), Output("stress-export-table-note", "children"),
                   Input("stress-export-table", "n_clicks"), State("run-select", "value"),
@@ -323,26 +246,6 @@ def _register_exports(app, store) -> None:
         name = export.filename(run.name, cell["corruption"], f"severity-{cell['severity']}",
                                "all classes" if label is None else run.class_names[label])
         return export.download(pairs_frame(run, data, cell, label), name), ""
-
-
-def gradcam_pair(run, index: int, corruption: str, severity: int, seed: int) -> list:
-    """Grad-CAM overlays of test image ``index`` clean and corrupted, each for the class the model predicts."""
-    from .. import explain
-    from ..cache import explain_cache
-    from ..explain_spec import Settings
-    from ..overlay import overlay_png
-
-    clean = np.asarray(run.images[index])
-    corrupted = corrupted_test_images(clean[None], [index], corruption, severity, seed)[0]
-    tiles = []
-    for what, image in (("clean", clean), (f"{corruption.replace('_', ' ')}, severity {severity}", corrupted)):
-        probs, heat = explain.explain_predicted(run, image, Settings("gradcam"), explain_cache())
-        k = int(probs.argmax())
-        tiles.append(html.Figure(style={"margin": "0 12px 8px 0"}, children=[
-            html.Img(src=data_url(overlay_png(image, heat, 0.5, 160)), width=160, height=160, style=_IMG,
-                     alt=f"Grad-CAM of the {what} image", className="stress-cam-overlay"),
-            html.Figcaption(f"{what}: Grad-CAM for {run.class_names[k]} ({probs[k]:.0%})", className="hint")]))
-    return [html.H4(f"Test image #{index}", style={"width": "100%", "margin": "0 0 6px"}), *tiles]
 
 
 def compare_card() -> html.Div:
