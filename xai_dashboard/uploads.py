@@ -44,7 +44,6 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from trainer.preprocess import decode_bytes, draft_for, pil_to_array
-from trainer.runtime import M_MMAP_THRESHOLD, mallopt
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_BYTES_ENV = "XAI_MAX_UPLOAD_MB"
@@ -149,6 +148,8 @@ def hand_back_freed_images() -> bool:
     batched attribution's activations; a 32 px prediction's tensors are well under 1 MB) are mapped
     afresh each time, a page fault per 4 KB.
     """
+    from trainer.runtime import M_MMAP_THRESHOLD, mallopt  # imports torch: not at start-up (tests/test_startup.py)
+
     return mallopt((M_MMAP_THRESHOLD, LARGE_BLOCK))
 
 
