@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from xai_dashboard.app import create_app
@@ -19,7 +20,9 @@ def _open_tab(dash_duo, title: str) -> None:
 
 
 def _wait(dash_duo, predicate, what: str, timeout: float = SLOW):
-    return WebDriverWait(dash_duo.driver, timeout).until(lambda d: predicate(d), message=what)
+    # An element the page redraws between finding and reading it is "not yet", not a failure.
+    return WebDriverWait(dash_duo.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: predicate(d), message=what)
 
 
 def _src(dash_duo, selector: str) -> str:
