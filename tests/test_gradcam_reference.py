@@ -14,6 +14,7 @@ shipped run: Pearson correlation >= 0.99 for every image.
 """
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -79,7 +80,16 @@ def test_digits_demo_matches_reference():
     _check_run(CHECKPOINTS / "digits-demo", None)  # sklearn's digits: no external data
 
 
-@pytest.mark.parametrize("name", ["cifar10-fast", "cifar10-simple_cnn"])
+# every shipped CIFAR-10 run, found the way the dashboard finds runs (a new shipped run is covered unasked)
+SHIPPED_CIFAR = sorted(d.name for d in CHECKPOINTS.iterdir() if (d / "meta.json").is_file()
+                       and json.loads((d / "meta.json").read_text())["dataset"]["name"] == "cifar10")
+
+
+def test_every_shipped_cifar10_run_is_checked():
+    assert {"cifar10-fast", "cifar10-simple_cnn"} <= set(SHIPPED_CIFAR)
+
+
+@pytest.mark.parametrize("name", SHIPPED_CIFAR)
 def test_cifar10_runs_match_reference(name, cifar_dir):
     _check_run(CHECKPOINTS / name, cifar_dir)
 

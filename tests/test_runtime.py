@@ -1,6 +1,8 @@
 """Device and precision selection, including the CUDA branches (exercised here without a GPU)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,10 +33,44 @@ def test_cuda_precision_choice(monkeypatch):
 def test_device_choice(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runtime.pick_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="CUDA is not available"):
         runtime.pick_device("cuda")
+    for bad in ("gpu", "cuda:x", "meta"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            runtime.pick_device(bad)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runtime.pick_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert runtime.pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="1 GPU"):
+        runtime.pick_device("cuda:3")
+
+
+@pytest.mark.parametrize("argv", [["xai-train", "--dataset", "digits", "--device", "cuda"],
+                                  ["xai-dashboard", "precompute", "gradcam", "checkpoints/digits-demo",
+                                   "--device", "cuda"],
+                                  ["xai-dashboard", "precompute", "scoreboard", "checkpoints/digits-demo",
+                                   "--device", "gpu"]])
+def test_a_device_the_machine_lacks_is_one_line(argv, tmp_path):
+    """A careless --device is refused in one line, exit status 2, before any run directory is touched."""
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available() and "cuda" in argv:
+        pytest.skip("this machine has CUDA")
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", f"import sys; sys.argv = {argv!r}; "
+           + ("from trainer.cli import main" if argv[0] == "xai-train" else "from xai_dashboard.cli import main")
+           + "; sys.exit(main())"]
+    if argv[0] == "xai-train":
+        cmd[-1] = cmd[-1].replace("]; ", f", '--out', {str(out)!r}]; ", 1)
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert ("CUDA is not available" in lines[0]) or ("unknown device 'gpu'" in lines[0])
+    assert not out.exists()
 
 
 def test_fp16_step_uses_a_grad_scaler_and_bf16_does_not():

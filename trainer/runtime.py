@@ -59,11 +59,22 @@ def keep_freed_memory() -> bool:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; ValueError, in words,
+    for a device this machine lacks or a name torch does not know (a command-line value)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(requested)
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {requested!r} is not supported: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} asked for but CUDA is not available")
+        build = f"torch {torch.__version__} built without CUDA" if torch.version.cuda is None else "no GPU visible"
+        raise ValueError(f"device {requested!r} asked for but CUDA is not available here ({build}); "
+                         "use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {requested!r} asked for but this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 
@@ -103,7 +114,7 @@ def init_distributed(device_request: str) -> tuple[Dist, torch.device]:
     """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): one process per GPU
     (``cuda:LOCAL_RANK``, nccl) when CUDA is available and not refused, else the CPU with gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    requested = pick_device(device_request)  # raises when CUDA is asked for but absent
+    requested = pick_device(device_request)  # ValueError when CUDA is asked for but absent
     if world == 1:
         return Dist(), requested
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

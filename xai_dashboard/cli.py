@@ -3,8 +3,8 @@
     xai-dashboard [RUN_DIR|FOLDER_OF_RUNS ...] [--data-dir DIR] [--image-root DIR] [--host 127.0.0.1] [--port 8050]
                                                                                   serve the dashboard
     xai-dashboard precompute gradcam RUN [RUN ...] [--data-dir DIR] [--batch-size N] write RUN/gradcam.npz
-    xai-dashboard precompute sanity RUN [RUN ...] [--data-dir DIR] [--images N]     write RUN/sanity.json
-    xai-dashboard precompute scoreboard RUN [RUN ...] [--images N]  write RUN/scoreboard.npz, print its table
+    xai-dashboard precompute sanity RUN [RUN ...] [--data-dir DIR] [--images N] [--device D] write RUN/sanity.json
+    xai-dashboard precompute scoreboard RUN [RUN ...] [--images N] [--device D] write RUN/scoreboard.npz, print its table
     xai-dashboard precompute embeddings RUN [RUN ...] [--data-dir DIR]  write RUN/embeddings.npz, RUN/embedding_map.npz
     xai-dashboard precompute stress RUN [RUN ...] [--images N]  write RUN/stress.npz, print its accuracy table
 
@@ -68,6 +68,7 @@ def build_precompute_parser() -> argparse.ArgumentParser:
                    help="test images, stratified by class (default: %(default)s)")
     s.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per pass (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="image choice and random weights (default: %(default)s)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     b = what.add_parser("scoreboard", help="deletion/insertion AUC of every attribution method against random and "
                                            "edge maps -> RUN/scoreboard.npz; continues an interrupted run")
     b.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
@@ -77,6 +78,8 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=20, metavar="N",
                    help="images per batch; the file is saved after each (default: %(default)s)")
     b.add_argument("--seed", type=int, default=0, help="image choice (default: %(default)s)")
+    b.add_argument("--device", default="auto",
+                   help="auto, cpu or cuda: maps and perturbed images run there (default: %(default)s)")
     e = what.add_parser("embeddings", help="penultimate features of every training and test image -> "
                                            "RUN/embeddings.npz; PCA and UMAP maps of the test set -> "
                                            "RUN/embedding_map.npz")
@@ -120,8 +123,13 @@ def precompute(argv: list[str]) -> int:
     compute = getattr(importlib.import_module(module), name)  # after argparse: --help answers without torch
     options = {k: v for k, v in vars(args).items() if k not in ("what", "run_dirs", "data_dir")}
     from trainer.distributed import session
-    from trainer.runtime import keep_freed_memory
+    from trainer.runtime import keep_freed_memory, pick_device
 
+    try:
+        pick_device(options.get("device", "cpu"))  # a device this machine lacks: one line, before any work
+    except ValueError as e:
+        print(f"xai-dashboard precompute: {e}", file=sys.stderr)
+        return 2
     keep_freed_memory()  # a batch job in its own process: no page faults on every batch's tensors
     with session(options.get("device", "cpu")) as (ctx, _):
         failed = sum(not _precompute_one(compute, run_dir, args.data_dir, options, show=ctx.is_main)

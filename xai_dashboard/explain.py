@@ -72,7 +72,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target, settings: Settings, sig
     if reason:
         raise ExplainError(f"{METHODS[settings.method].label} is not available for this run: {reason}")
     maps = METHODS[settings.method].function()(model, x, target, settings, signed=signed).float()
-    return (maps if signed else normalise_maps(maps)).numpy()
+    return (maps if signed else normalise_maps(maps)).cpu().numpy()  # maps of a GPU job (precompute) too
 
 
 def hook_count(model: nn.Module) -> int:

@@ -37,6 +37,7 @@ from torch import nn
 
 from trainer.artifacts import ArtifactError, read, write
 from trainer.rundir import load_run
+from trainer.runtime import pick_device
 from trainer.sources import load_test_split
 
 from .explain import attribute, to_input, unavailable_reason
@@ -120,13 +121,19 @@ def parameterised_blocks(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 
 
 def randomise(modules: list[nn.Module], seed: int) -> None:
-    """Re-initialise ``modules`` in place by their own ``reset_parameters()`` under ``seed`` (global RNG kept)."""
+    """Re-initialise ``modules`` in place by their own ``reset_parameters()`` under ``seed`` (global RNG kept).
+
+    The draws come from the CPU generator whatever device the modules are on, so a cascade started on
+    a GPU and resumed on a CPU (or the other way round) rebuilds the same random weights.
+    """
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # what torch.manual_seed does to the CPU; CUDA's untouched
         for m in modules:
             if not hasattr(m, "reset_parameters"):
                 raise ValueError(f"{type(m).__name__} holds parameters but has no reset_parameters()")
-            m.reset_parameters()
+            device = next(m.parameters(recurse=False)).device
+            m.to("cpu").reset_parameters()
+            m.to(device)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -237,20 +244,22 @@ def _resumable(run_dir: Path, meta: dict, config: dict) -> dict | None:
 
 
 def precompute_sanity(run_dir, data_dir=None, *, images: int = 200, batch_size: int = MAP_BATCH, seed: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> Path:
+                      device: str = "auto", progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``run_dir/sanity.json`` (layout: :mod:`.sanity_file`); returns its path.
 
     The file is rewritten after every cascade step with ``"complete": false``; a later call with
     the same settings continues after the last step written. ``progress(done, total)`` counts maps.
+    ``device`` (:func:`trainer.runtime.pick_device`) runs the maps; the permuted-label copy trains on the CPU.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     meta = run.meta
     test_x, labels = load_test_split(meta["dataset"], data_dir, meta["input_size"])
     idx = stratified_indices(np.asarray(labels), images, seed)
-    x = to_input(test_x[idx], meta)
-    targets = torch.as_tensor(run.predictions["logits"][idx].argmax(1), dtype=torch.long)
-    model = private_model(run.load_model("cpu"))
+    dev = pick_device(device)
+    x = to_input(test_x[idx], meta).to(dev)
+    targets = torch.as_tensor(run.predictions["logits"][idx].argmax(1), dtype=torch.long, device=dev)
+    model = private_model(run.load_model(str(dev)))
     blocks = parameterised_blocks(model)
     settings, skipped = applicable_methods(model, x, meta)
     config = {"images": len(idx), "seed": seed, "blocks": [b for b, _ in blocks],
@@ -292,7 +301,7 @@ def data_randomisation(meta: dict, seed: int, x: torch.Tensor, targets: torch.Te
                        original: dict[str, np.ndarray], batch_size: int, tick: Callable[[int], None]) -> dict:
     """Maps of a permuted-label copy (:func:`train_permuted`) against the trained model's ``original`` maps."""
     model, training = train_permuted(meta, seed)
-    model = private_model(model)
+    model = private_model(model.to(x.device))
     maps = all_maps(model, x, targets, settings, batch_size, tick)
     return {"training": training, "methods": compare(original, maps),
             "how": "same architecture trained on permuted training labels by a plain torch loop (xai_dashboard.sanity)"}

@@ -7,8 +7,10 @@ target = the trained model's prediction), then one batch of curves for the rando
 smoothness (seeds ``0 ... seeds - 1``), the Sobel edge map and every method's map: the baselines
 are computed once per image and shared by every method. Curves use ``steps`` = the image side,
 deleted pixels take the dataset's mean colour (0 after normalisation), as on the card, and the
-perturbed images go through the model under bf16 autocast where the CPU has native bf16, as on the
-card (:data:`.map_faithfulness.BF16`; ``config["precision"]`` records it): about half the time of fp32.
+perturbed images go through the model under bf16 autocast where the device has native bf16, as on
+the card (:func:`trainer.runtime.pick_dtype`; ``config["precision"]`` records it): about half the
+time of fp32 on this project's CPU. ``device`` runs the maps and the curves (a GPU, when there is one,
+by default); the perturbed images are built on the CPU, a chunk at a time.
 
 Images are scored in the round-robin order of :func:`scoring_order` and the file is rewritten after
 every ``batch_size`` images with the images done so far; a later call with the same settings keeps
@@ -26,11 +28,12 @@ import torch
 
 from trainer.artifacts import ArtifactError, write
 from trainer.rundir import load_run
+from trainer.runtime import pick_device, pick_dtype
 from trainer.sources import load_test_split
 
 from . import faithfulness as F
 from .explain import to_input
-from .map_faithfulness import BF16, PRECISION, layer_hw
+from .map_faithfulness import layer_hw
 from .sanity import MAP_BATCH, all_maps, applicable_methods, private_model
 from .scoreboard_file import MEASURES, SCOREBOARD, load_scoreboard
 
@@ -46,11 +49,11 @@ def scoring_order(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def image_scores(model, x: torch.Tensor, target: int, maps: dict[str, np.ndarray], randoms: dict[str, torch.Tensor],
-                 steps: int) -> dict[str, dict[str, float]]:
-    """``{method or baseline: {"deletion", "insertion"}}`` AUCs of one normalised image ``x`` ``(C, H, W)``:
+                 steps: int, bf16: bool) -> dict[str, dict[str, float]]:
+    """``{method or baseline: {"deletion", "insertion"}}`` AUCs of one normalised CPU image ``x`` ``(C, H, W)``:
     ``maps`` ``{method: (H, W)}``, ``randoms`` ``{baseline: (seeds, H, W)}`` (their AUCs are averaged)."""
     stack = [*randoms.values(), F.edge_map(x)[None], *(torch.as_tensor(m)[None] for m in maps.values())]
-    dele, ins = F.deletion_insertion(model, x, target, F.removal_ranks(torch.cat(stack)), steps, bf16=BF16)
+    dele, ins = F.deletion_insertion(model, x, target, F.removal_ranks(torch.cat(stack)), steps, bf16=bf16)
     d, i = np.atleast_1d(F.auc(dele)), np.atleast_1d(F.auc(ins))
     out, at = {}, 0
     for name, count in [*((k, len(v)) for k, v in randoms.items()), ("edge", 1), *((m, 1) for m in maps)]:
@@ -73,7 +76,7 @@ def _resumed(run_dir: Path, meta: dict, config: dict, sample: np.ndarray) -> dic
 
 
 def precompute_scoreboard(run_dir, data_dir=None, *, images: int = 1000, batch_size: int = 20, seed: int = 0,
-                          progress: Callable[[int, int], None] | None = None) -> Path:
+                          device: str = "auto", progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``run_dir/scoreboard.npz`` for ``images`` stratified test images; returns its path.
 
     Rewritten after every ``batch_size`` images, so a killed job loses at most one batch;
@@ -86,14 +89,16 @@ def precompute_scoreboard(run_dir, data_dir=None, *, images: int = 1000, batch_s
     labels = np.asarray(labels, dtype=np.int64)
     sample = scoring_order(labels, images, seed)
     preds = run.predictions["logits"].argmax(1).astype(np.int64)
-    model = private_model(run.load_model("cpu"))
+    dev = pick_device(device)
+    bf16 = pick_dtype("auto", dev) is torch.bfloat16
+    model = private_model(run.load_model(str(dev)))
     settings, skipped = applicable_methods(model, to_input(test_x[:1], meta), meta)
     smooth = {s.method: layer_hw(s, meta) for s in settings}
     steps = F.default_steps(*test_x.shape[-2:])
     config = {"seed": seed, "steps": steps, "seeds": F.SEEDS, "methods": [s.method for s in settings],
               "skipped": skipped, "target": "the trained model's predicted class", "fill": "dataset mean colour",
               "baseline_of": {m: "random_layer" if hw else "random_pixel" for m, hw in smooth.items()},
-              "layer_hw": next((list(hw) for hw in smooth.values() if hw), None), "precision": PRECISION}
+              "layer_hw": next((list(hw) for hw in smooth.values() if hw), None), "precision": "bf16" if bf16 else "fp32"}
     h, w = test_x.shape[-2:]
     randoms = {"random_pixel": F.random_maps(h, w)}
     if config["layer_hw"]:
@@ -106,9 +111,11 @@ def precompute_scoreboard(run_dir, data_dir=None, *, images: int = 1000, batch_s
     for lo in range(len(order) - len(todo), len(order), max(1, batch_size)):
         idx = order[lo:lo + max(1, batch_size)]
         x = to_input(test_x[idx], meta)
-        maps = all_maps(model, x, torch.as_tensor(preds[idx]), settings, MAP_BATCH, lambda n: None)
+        maps = all_maps(model, x.to(dev), torch.as_tensor(preds[idx], device=dev), settings, MAP_BATCH,
+                        lambda n: None)
         for j, i in enumerate(idx):
-            scores = image_scores(model, x[j], int(preds[i]), {m: v[j] for m, v in maps.items()}, randoms, steps)
+            scores = image_scores(model, x[j], int(preds[i]), {m: v[j] for m, v in maps.items()}, randoms, steps,
+                                  bf16)
             for key, value in (("index", i), ("label", labels[i]), ("target", preds[i])):
                 columns[key].append(int(value))
             for name, auc in scores.items():
