@@ -10,7 +10,7 @@ and under bf16 autocast (what the card and the scoreboard use where the CPU has 
    and the map alone (66 images), as when the image's baselines are cached (the card's second
    method on an image)
 2. how far bf16 moves the AUCs from fp32 (max |dAUC| over ``--images`` images and the 10 maps)
-3. ROAD alone: 18 noisy linear imputations (scipy spsolve) + one forward pass of 18 images
+3. ROAD alone: 18 noisy linear imputations (scipy sparse LU) + one forward pass of 18 images
 4. the whole :func:`xai_dashboard.faithfulness.faithfulness` entry point (bf16)
 
 The summary block at the end repeats the budgeted figures with the cost of one forward pass and the
@@ -122,7 +122,7 @@ def latency(model, x: torch.Tensor, repeats: int, hw, gflop: float, peak: float)
     road_ms = median_ms(lambda: fm.road(model, xi, target, attr, bf16=True), repeats)
     print(f"ROAD (18 imputations + 1 forward of 18), bf16:                   {road_ms:7.1f} ms", flush=True)
     ms_imp = median_ms(lambda: road_images(xi.numpy(), ranks[0].numpy()), repeats)
-    print(f"  of which the 18 imputations (scipy spsolve):                  {ms_imp:7.1f} ms", flush=True)
+    print(f"  of which the 18 imputations (scipy sparse LU):               {ms_imp:7.1f} ms", flush=True)
     entry = median_ms(lambda: fm.faithfulness(model, xi, target, attr, layer_hw=hw, bf16=True), repeats)
     print(f"faithfulness() entry point, everything, bf16:                    {entry:7.1f} ms", flush=True)
     bound, ceiling = full * gflop / peak * 1000, matmul_gflops(repeats)
