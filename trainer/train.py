@@ -3,8 +3,10 @@
 Data flow: :func:`trainer.data.load_dataset` -> a split of :mod:`trainer.batches`
 (in memory: uint8 tensors normalised once on the device; image folders: files
 decoded in DataLoader workers) -> per-epoch permutation -> normalised batches
--> :func:`augment_batch` -> model -> loss -> optimiser. Each epoch ends with an
-atomic checkpoint; the run ends by writing the run directory (see :mod:`trainer.rundir`).
+-> one :class:`trainer.step.Stepper` step each (augment -> model -> loss -> optimiser).
+:func:`train` builds a :class:`Session` (:func:`start_session`), runs its epochs (:func:`fit`:
+each ends with an atomic checkpoint) and ends by writing the run directory (:func:`finish`,
+see :mod:`trainer.rundir`).
 """
 from __future__ import annotations
 
@@ -21,16 +23,16 @@ from torch.profiler import record_function
 from tqdm import tqdm
 
 from trainer import checkpoint, outdir, rundir
-from trainer.augment import augment_batch
 from trainer.augmix import AugMixer
+from trainer.batches import FileSplit, MemorySplit, make_splits
 from trainer.config import TrainConfig
-from trainer.batches import make_splits
 from trainer.data import Dataset, FolderDataset, load_dataset, train_val_split
 from trainer.distill import Distiller
 from trainer.models import create_model, get_spec
 from trainer.optim import LookaheadAverage, Schedule, build_optimizer
-from trainer.runtime import autocast, init_distributed, pick_dtype, provenance
+from trainer.runtime import Dist, autocast, init_distributed, pick_dtype, provenance
 from trainer.sources import folder_root
+from trainer.step import Stepper
 from trainer.writer import finish_run
 
 
@@ -39,6 +41,8 @@ RUN_FILES = (rundir.WEIGHTS, rundir.PREDICTIONS, rundir.HISTORY, rundir.META)
 
 @dataclass
 class State:
+    """Progress that a checkpoint keeps and --resume restores (saved as its ``info["state"]``)."""
+
     epoch: int = 0                      # epochs completed
     step: int = 0
     history: list = field(default_factory=list)
@@ -50,6 +54,8 @@ class State:
 
 
 def build_model(cfg: TrainConfig, ds: Dataset | FolderDataset):
+    """The configured model for ``ds``'s classes, channels and input size; returns (model, the architecture
+    kwargs to record, without ``pretrained``)."""
     kwargs = dict(cfg.model_kwargs)
     if cfg.pretrained:
         kwargs["pretrained"] = True
@@ -61,6 +67,7 @@ def build_model(cfg: TrainConfig, ds: Dataset | FolderDataset):
 
 
 def class_weights(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Weight per class ``(K,)`` from labels ``(N,)``: total / (K * count), so 1 for every class when balanced."""
     counts = torch.bincount(y, minlength=k).float().clamp(min=1)
     return counts.sum() / (k * counts)
 
@@ -111,59 +118,31 @@ def class_report(labels: np.ndarray, preds: np.ndarray, classes) -> str:
 
 
 @dataclass
-class Stepper:
-    """One optimisation step: augment -> forward under autocast -> loss -> backward -> update.
+class Session:
+    """One training run's working set: built by :func:`start_session`, advanced by :func:`fit`."""
 
-    Called with a normalised batch ``x`` ``(B, C, H, W)``, labels ``(B,)`` and the
-    images' dataset indices ``(B,)``; returns (per-example loss ``(B,)``, logits ``(B, K)``).
-    """
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
     cfg: TrainConfig
+    out: Path
+    dist: Dist
     device: torch.device
     dtype: torch.dtype | None
-    weights: torch.Tensor | None = None
-    distiller: Distiller | None = None
-    world: int = 1
-    augmixer: AugMixer | None = None  # --augmix
-    # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
-    scaler: torch.amp.GradScaler | None = None
-
-    def __post_init__(self):
-        if self.scaler is None and self.dtype == torch.float16:
-            self.scaler = torch.amp.GradScaler(self.device.type)
-
-    def __call__(self, x, y, idx, epoch: int, gen: torch.Generator):
-        # The named ranges cost nothing unless a profiler listens (bench/profile_epoch.py).
-        cfg = self.cfg
-        with record_function("augment"):
-            x = augment_batch(x, idx, epoch, cfg.augment, gen, cfg.seed)
-            if self.augmixer:
-                x = torch.cat([x, self.augmixer.views(x, gen)])
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        with record_function("forward"), autocast(self.device, self.dtype):
-            views = self.model(x)  # with --augmix: the clean images', then both AugMix views' logits
-            logits, x = views[:len(y)], x[:len(y)]
-            loss_vec = F.cross_entropy(logits.float(), y, weight=self.weights, label_smoothing=cfg.label_smoothing, reduction="none")
-            if self.distiller:
-                loss_vec = self.distiller.loss(x, logits, loss_vec)
-            if self.augmixer:
-                loss_vec = self.augmixer.loss(views, loss_vec)
-        # DDP averages gradients over ranks; a summed loss must be scaled back up to stay per-example.
-        loss = loss_vec.sum() * self.world if cfg.loss_reduction == "sum" else loss_vec.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            with record_function("backward"):
-                loss.backward()
-            with record_function("optimizer"):
-                self.optimizer.step()
-        return loss_vec.detach(), logits.detach()
+    ds: Dataset | FolderDataset
+    train_split: MemorySplit | FileSplit
+    val_split: MemorySplit | FileSplit | None
+    mean: list[float]                   # per-channel statistics of the training images, [0, 1] scale (C,)
+    std: list[float]
+    model: torch.nn.Module              # the bare model; only ``step`` holds the DDP wrapper
+    arch_kwargs: dict
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    ema: LookaheadAverage | None
+    distiller: Distiller | None
+    weights: torch.Tensor | None        # --class-weighting: loss weight per class (K,)
+    step: Stepper
+    steps_per_epoch: int
+    total_steps: int
+    state: State
+    best: dict | None                   # the best-val-loss weights kept for --patience
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -182,11 +161,20 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
     if overwrite and not resume and dist.is_main:
         outdir.remove_recorded(out)  # the old run is no longer complete; its other files stay
     t_start = time.perf_counter()
+    session = start_session(cfg, out, dist, device, dtype, resume)
+    fit(session)
+    finish(session, t_start)
+    return out
+
+
+def start_session(cfg: TrainConfig, out: Path, dist: Dist, device: torch.device, dtype: torch.dtype | None,
+                  resume: bool) -> Session:
+    """Read the data, build the model, optimiser and schedule (the seed set first, so a run repeats), and
+    start the state afresh or, with ``resume``, from ``out``'s checkpoint."""
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.input_size, workers=cfg.workers)
     ds = ds.subset(cfg.train_subset, cfg.test_subset)
-    k = len(ds.classes)
     tr_idx, va_idx = train_val_split(len(ds.train_y), cfg.val_fraction, cfg.seed)
-    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     train_split, val_split, mean, std = make_splits(ds, tr_idx, va_idx, device, mf)
     torch.manual_seed(cfg.seed)
     model, arch_kwargs = build_model(cfg, ds)
@@ -194,13 +182,12 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
         model.init_whitening(train_split.whitening_sample(5000))
     model = model.to(device, memory_format=mf)
     distiller = Distiller.from_config(cfg, model, ds, device) if cfg.teacher else None
-    extra = list(distiller.parameters()) if distiller else []
-    optimizer = build_optimizer(model, cfg, extra)
+    optimizer = build_optimizer(model, cfg, list(distiller.parameters()) if distiller else [])
     steps_per_epoch = max(1, len(train_split) // cfg.batch_size)
     total_steps = math.ceil(cfg.epochs * steps_per_epoch)
     schedule = Schedule(cfg, optimizer, total_steps, steps_per_epoch)
     ema = LookaheadAverage(model, total_steps) if cfg.lookahead_every else None
-    weights = class_weights(train_split.labels, k).to(device) if cfg.class_weighting else None
+    weights = class_weights(train_split.labels, len(ds.classes)).to(device) if cfg.class_weighting else None
     if resume:
         state, best = restore(out, model, optimizer, schedule, ema, distiller)
         state.provenance.setdefault("resumed_by", []).append(provenance(device, dtype)["command"])
@@ -208,56 +195,82 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
         state, best = State(provenance=provenance(device, dtype)), None
     ddp_model = model
     if dist.world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     augmixer = AugMixer(tuple(mean), tuple(std), cfg.augmix_weight) if cfg.augmix else None
     step = Stepper(ddp_model, optimizer, cfg, device, dtype, weights, distiller, dist.world, augmixer=augmixer)
+    return Session(cfg, out, dist, device, dtype, ds, train_split, val_split, mean, std, model, arch_kwargs,
+                   optimizer, schedule, ema, distiller, weights, step, steps_per_epoch, total_steps, state, best)
+
+
+def fit(s: Session) -> None:
+    """Train epoch by epoch until ``cfg.epochs`` (or their step count) is done or --patience stops early;
+    the main process prints each epoch's record and checkpoints it."""
+    cfg, state = s.cfg, s.state
     n_epochs = math.ceil(cfg.epochs)
-    model.train()
-    while state.epoch < n_epochs and state.step < total_steps:
+    s.model.train()
+    while state.epoch < n_epochs and state.step < s.total_steps:
         epoch = state.epoch
         # Full batches only (the shuffle changes which images wait); matches steps_per_epoch.
         # Not past total_steps either, so a file-backed split decodes no image it will not train on.
-        order = epoch_order(train_split.labels, cfg, epoch, k)
-        n_batches = min(steps_per_epoch, total_steps - state.step)
-        batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size][dist.rank::dist.world] for i in range(n_batches)]
-        record = run_epoch(step, train_split.batches(batches), len(batches), state, schedule, ema, model, dist)
-        if val_split is not None:
-            record["val_loss"], record["val_acc"] = evaluate_split(model, val_split, device, dtype, weights)
-            schedule.after_epoch(record["val_loss"])
-            if record["val_loss"] < state.best_val_loss:
-                state.best_val_loss, state.best_epoch, state.bad_epochs = record["val_loss"], epoch + 1, 0
-                if cfg.patience:
-                    best = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
-            else:
-                state.bad_epochs += 1
-        else:
-            schedule.after_epoch(None)
+        order = epoch_order(s.train_split.labels, cfg, epoch, len(s.ds.classes))
+        n_batches = min(s.steps_per_epoch, s.total_steps - state.step)
+        batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size][s.dist.rank::s.dist.world]
+                   for i in range(n_batches)]
+        record = run_epoch(s.step, s.train_split.batches(batches), len(batches), state, s.schedule, s.ema, s.model,
+                           s.dist)
+        validate(s, record, epoch)
         state.history.append(record)
         state.epoch += 1
-        if dist.is_main:
-            msg = " ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in record.items())
-            print(msg, flush=True)
-            groups = {"ema": ema.state_dict()} if ema else {}
-            groups.update({"best": best} if best is not None else {})
-            groups.update({"distill": distiller.state_dict()} if distiller else {})
-            checkpoint.save_state(out, model=model, optimizer=optimizer, extra_tensors=groups, info={
-                "config": cfg.to_dict(), "schedule": schedule.state_dict(), "state": state.__dict__,
-            })
+        if s.dist.is_main:
+            save_epoch(s, record)
         if cfg.patience and state.bad_epochs >= cfg.patience:
-            if dist.is_main:
+            if s.dist.is_main:
                 print(f"early stop: no val-loss improvement for {cfg.patience} epochs; best epoch {state.best_epoch}")
             break
-    if ema:
-        ema.finalize(model)
-    if best is not None:
-        model.load_state_dict(best)
-    if dist.world > 1:
+
+
+def validate(s: Session, record: dict, epoch: int) -> None:
+    """Add epoch ``epoch``'s validation loss and accuracy to ``record`` and give the loss to the schedule;
+    track the best epoch (keeping its weights for --patience) and the epochs since it."""
+    if s.val_split is None:
+        s.schedule.after_epoch(None)
+        return
+    record["val_loss"], record["val_acc"] = evaluate_split(s.model, s.val_split, s.device, s.dtype, s.weights)
+    s.schedule.after_epoch(record["val_loss"])
+    state = s.state
+    if record["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.best_epoch, state.bad_epochs = record["val_loss"], epoch + 1, 0
+        if s.cfg.patience:
+            s.best = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+
+
+def save_epoch(s: Session, record: dict) -> None:
+    """Print the epoch's ``record`` and write the checkpoint --resume continues from."""
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+    groups = {"ema": s.ema.state_dict()} if s.ema else {}
+    groups.update({"best": s.best} if s.best is not None else {})
+    groups.update({"distill": s.distiller.state_dict()} if s.distiller else {})
+    checkpoint.save_state(s.out, model=s.model, optimizer=s.optimizer, extra_tensors=groups, info={
+        "config": s.cfg.to_dict(), "schedule": s.schedule.state_dict(), "state": s.state.__dict__,
+    })
+
+
+def finish(s: Session, t_start: float) -> None:
+    """Put the final weights in the model (the lookahead average, or the best epoch's), write the run
+    directory from the main process and leave the process group."""
+    if s.ema:
+        s.ema.finalize(s.model)
+    if s.best is not None:
+        s.model.load_state_dict(s.best)
+    if s.dist.world > 1:
         torch.distributed.barrier()
-    if dist.is_main:
-        write_run(out, cfg, model, arch_kwargs, ds, mean, std, state, device, dtype, t_start)
-    if dist.world > 1:
+    if s.dist.is_main:
+        write_run(s.out, s.cfg, s.model, s.arch_kwargs, s.ds, s.mean, s.std, s.state, s.device, s.dtype, t_start)
+    if s.dist.world > 1:
         torch.distributed.destroy_process_group()
-    return out
 
 
 def run_epoch(step: Stepper, batches, n_batches: int, state: State, schedule: Schedule,
@@ -317,5 +330,6 @@ def write_run(out: Path, cfg: TrainConfig, model, arch_kwargs: dict, ds: Dataset
 
 
 def resume_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig the checkpoint in ``run_dir`` was started with (for ``--resume``)."""
     _, info, _ = checkpoint.load_state(run_dir)
     return TrainConfig.from_dict(info["config"])

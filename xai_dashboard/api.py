@@ -4,7 +4,8 @@
 Every answer under ``/api/`` is JSON (or a PNG overlay): errors are
 ``{"error": message}`` with 400 (bad input), 404 (unknown run, layer or
 route), 405, 413 (too large), 415 (unsupported format) or 500 without a
-traceback (the traceback goes to the server log only).
+traceback (the traceback goes to the server log only). Form fields and query parameters are
+checked by :mod:`.api_form` before any work; the handlers are methods of :class:`Routes`.
 
 Size limits: API requests may carry the upload limit plus a little multipart
 overhead (set per request); ``MAX_CONTENT_LENGTH`` for the whole server is
@@ -24,12 +25,16 @@ called, so registering the API costs nothing at start-up.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify, request
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import uploads
+from .api_form import FORMATS, ApiError, ExplainAsk, explain_ask, int_field
+from .api_form import settings_from_form  # noqa: F401  (re-exported: callers know it as api.settings_from_form)
 from .cache import explain_cache
 from .explain_spec import METHODS, ExplainError, Settings, parse_target
 from .gradcam_file import load_precomputed
@@ -39,16 +44,10 @@ from .overlay import DEFAULT_COLORMAP, overlay_png
 MULTIPART_SLACK = 64 * 1024
 ENDPOINTS = {"runs": "GET", "predict": "POST", "explain": "POST", "label-issues": "GET", "robustness": "GET",
              "openapi.json": "GET"}
-FORMATS = ("png", "json")
-
-
-class ApiError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 def error(message: str, status: int) -> tuple[Response, int]:
+    """The API's error answer: ``{"error": message}`` with ``status``."""
     return jsonify({"error": message}), status
 
 
@@ -85,6 +84,7 @@ def too_large_message(upload_limit: int) -> str:
 
 
 def run_summary(run) -> dict:
+    """A LoadedRun as ``/api/runs`` lists it: architecture, classes, layers, data set, methods."""
     meta = run.meta
     return {
         "name": run.name, "arch": meta["arch"], "num_classes": meta["num_classes"],
@@ -97,48 +97,187 @@ def run_summary(run) -> dict:
 
 
 def prediction_json(run, probs) -> dict:
+    """``/api/predict``'s answer for class probabilities ``probs`` ``(K,)`` of ``run``."""
     k = int(probs.argmax())
     return {"run": run.name, "label": run.class_names[k], "index": k, "confidence": float(probs[k]),
             "probabilities": {c: float(p) for c, p in zip(run.class_names, probs)}}
 
 
-def _int_field(form, name: str, default: int) -> int:
-    raw = form.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(f"field {name!r} must be an integer, got {raw!r}") from None
+class Explained(NamedTuple):
+    """One image's prediction and map: ``probs`` float32 ``(K,)``, ``heat`` float32 ``(H, W)``."""
+
+    probs: np.ndarray
+    heat: np.ndarray
+    pred: int
+    target: int | tuple[int, int]  # a class, or (class, versus class) for a difference map
 
 
-def _float_field(form, name: str, default: float, lo: float, hi: float) -> float:
-    raw = form.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not lo <= value <= hi:
-        raise ApiError(f"field {name!r} must be a number in [{lo}, {hi}], got {raw!r}")
-    return value
+def explain_upload(run, image, ask: ExplainAsk, cache) -> Explained:
+    """The map ``ask`` wants of uint8 ``image`` ``(C, H, W)``; ``cache`` a diskcache.Cache for maps."""
+    from . import explain
+
+    if ask.target == "pred" and not ask.versus:  # the common case: one pass gives prediction and map
+        probs, heat = explain.explain_predicted(run, image, ask.settings, cache)
+        pred = int(probs.argmax())
+        return Explained(probs, heat, pred, pred)
+    probs = explain.predict(run, image, cache)
+    pred = int(probs.argmax())
+    target = parse_target(ask.target, run.class_names, pred)
+    if ask.versus:
+        other = parse_target(ask.versus, run.class_names, pred)
+        if other == target:
+            raise ApiError("'versus' must name a class other than the target")
+        target = (target, other)
+    return Explained(probs, explain.explain_image(run, image, target, ask.settings, cache), pred, target)
 
 
-def _flag_field(form, name: str) -> bool:
-    raw = form.get(name) or "0"
-    if raw not in ("0", "1"):
-        raise ApiError(f"field {name!r} must be 0 or 1, got {raw!r}")
-    return raw == "1"
+def target_label(names: list[str], target: int | tuple[int, int]) -> str:
+    """A map's target in words: a class name, or ``"a − b"`` for a difference map."""
+    return f"{names[target[0]]} − {names[target[1]]}" if isinstance(target, tuple) else names[target]
 
 
-def settings_from_form(form, meta: dict) -> Settings:
-    """Form fields ``method``, ``layer`` and the chosen method's parameters, under their API names from
-    the registry (:mod:`.methods`: ``steps`` for IG's ``ig_steps``) -> resolved Settings.
-    Fields of other methods are ignored, as a page may send them all."""
-    method = form.get("method") or Settings().method
-    params = {p.name: _int_field(form, p.field, p.default) for p in getattr(METHODS.get(method), "params", ())}
-    return Settings(method, form.get("layer") or None, **params).resolved(meta)
+def overlay_response(run, image, got: Explained, alpha: float, size) -> Response:
+    """The map over uint8 ``image`` ``(C, H, W)`` as a PNG of the form's ``size`` (clamped), with the
+    prediction, the target and the confidence in headers."""
+    png = overlay_png(image, got.heat, alpha, clamp_size(size, DETAIL_SIZE), DEFAULT_COLORMAP)
+    names = run.class_names
+    return Response(png, mimetype="image/png", headers={
+        **label_headers("X-Prediction", names[got.pred]), **label_headers("X-Target", target_label(names, got.target)),
+        "X-Confidence": f"{got.probs[got.pred]:.6f}", "Cache-Control": "no-store"})
+
+
+def explanation_json(run, got: Explained, settings: Settings) -> dict:
+    """The format=json answer without its optional ``faithfulness`` block; ``heatmap`` is ``heat`` as lists."""
+    index = list(got.target) if isinstance(got.target, tuple) else got.target
+    return {
+        "run": run.name, "method": settings.method, "layer": settings.layer,
+        "target": {"index": index, "label": target_label(run.class_names, got.target)},
+        "prediction": prediction_json(run, got.probs), "shape": list(got.heat.shape), "heatmap": got.heat.tolist(),
+    }
+
+
+class Routes:
+    """The ``/api`` handlers over RunStore ``store``, added to a Blueprint by :func:`register_api`.
+
+    ``limit``: the upload limit in bytes. ``cache``: a diskcache.Cache for maps; None means
+    :func:`.cache.explain_cache`, opened on first use (so each gunicorn worker opens its own after the fork).
+    """
+
+    def __init__(self, store, limit: int, cache=None):
+        self.store, self.limit, self.cache = store, limit, cache
+
+    def maps_cache(self):
+        """The cache for maps (see the class docstring)."""
+        return self.cache if self.cache is not None else explain_cache()
+
+    def read_image(self, run):
+        """The multipart ``file`` as uint8 ``(C, H, W)`` for ``run``; no more than the limit + 1 bytes are read."""
+        if "file" not in request.files:
+            raise ApiError("missing multipart field 'file' (send the image as multipart/form-data)")
+        data = request.files["file"].read(self.limit + 1)
+        return uploads.decode_image(data, run.meta, max_bytes=self.limit)
+
+    def get_run(self):
+        """The run named by ``run``: a form field (POST) or a query parameter (GET); default the first loaded."""
+        try:
+            return self.store.get(request.form.get("run") or request.args.get("run") or None)
+        except KeyError as e:
+            raise ApiError(str(e.args[0]), 404) from None
+
+    def per_request_limit(self):
+        """Before every ``/api`` request: the body may be an upload plus multipart overhead."""
+        request.max_content_length = self.limit + MULTIPART_SLACK
+
+    def runs(self):
+        """``GET /api/runs``: the loaded runs, the default one and the skipped ones with their reasons."""
+        return jsonify({"default": self.store.default, "runs": [run_summary(r) for r in self.store.runs.values()],
+                        "skipped": self.store.skipped})
+
+    def predict(self):
+        """``POST /api/predict``: class probabilities of the posted image."""
+        from . import explain
+
+        run = self.get_run()
+        return jsonify(prediction_json(run, explain.predict(run, self.read_image(run), self.maps_cache())))
+
+    def explain_route(self):
+        """``POST /api/explain``: an attribution map of the posted image, as an overlay PNG or as JSON."""
+        run = self.get_run()
+        ask = explain_ask(request.form, run)
+        image = self.read_image(run)
+        got = explain_upload(run, image, ask, self.maps_cache())
+        if ask.fmt == "png":
+            return overlay_response(run, image, got, ask.alpha, request.form.get("size"))
+        body = explanation_json(run, got, ask.settings)
+        if ask.scored:
+            from .map_faithfulness import api_block, map_faithfulness
+
+            body["faithfulness"] = api_block(
+                map_faithfulness(run, image, got.target, ask.settings, got.heat, self.maps_cache()))
+        return jsonify(body)
+
+    def label_issues_route(self):
+        """The test images cleanlab flags as probably mislabelled, most suspicious first (:mod:`.label_issues`)."""
+        from .label_issues import API_DEFAULT_LIMIT, API_MAX_LIMIT, LabelIssuesError, issue_records
+
+        run = self.get_run()
+        count = int_field(request.args, "limit", API_DEFAULT_LIMIT)
+        if not 1 <= count <= API_MAX_LIMIT:
+            raise ApiError(f"field 'limit' must be in [1, {API_MAX_LIMIT}], got {count}")
+        try:
+            return jsonify(issue_records(run, count))
+        except LabelIssuesError as e:
+            raise ApiError(str(e)) from None
+
+    def robustness(self):
+        """Accuracy under every corruption x severity of the run's stress test (:mod:`.stress_file`)."""
+        from .stress_file import robustness_json
+
+        body, problem = robustness_json(self.get_run())
+        if body is None:
+            raise ApiError(problem, 404)
+        return jsonify(body)
+
+    def openapi(self):
+        """``GET /api/openapi.json``: the API's description (:mod:`.openapi`)."""
+        from .openapi import openapi_document
+
+        return jsonify(openapi_document(FORMATS))
+
+    def index(self):
+        """``GET /api/``: every endpoint with its HTTP method."""
+        return jsonify({"endpoints": {f"/api/{k}": m for k, m in ENDPOINTS.items()}})
+
+    def unknown(self, rest: str):
+        """Any other path under ``/api/``: 405 for a known endpoint asked with the wrong method, else 404."""
+        if rest.strip("/") in ENDPOINTS:
+            return error(f"/api/{rest.strip('/')} accepts {ENDPOINTS[rest.strip('/')]} only", 405)
+        return error(f"no such endpoint /api/{shown(rest)}; available: "
+                     f"{', '.join('/api/' + k for k in ENDPOINTS)}", 404)
+
+    def too_large(self, _e: RequestEntityTooLarge):
+        """413 as JSON naming the limit that applied, app-wide: a too-large Dash callback body gets JSON
+        too, never an HTML error page."""
+        return error(too_large_message(self.limit), 413)
+
+
+def known_error(e):
+    """An ApiError, UploadError or ExplainError: its message (client values in it shortened) and status."""
+    response, status = error(clip_echoes(str(e), [*request.form.values(), *request.args.values()]), e.status)
+    if status == 503:  # busy decoder (a slot frees in seconds) or attribution queue (its estimated wait)
+        response.headers["Retry-After"] = str(getattr(e, "retry_after", 5))
+    return response, status
+
+
+def http_error(e: HTTPException):
+    """Werkzeug's HTTP errors (405, 413, ...) as JSON."""
+    return error(e.description or e.name, e.code or 500)
+
+
+def internal_error(e: Exception):
+    """Anything else: 500 without a traceback; the traceback goes to the server log."""
+    current_app.logger.exception("unhandled error in %s %s", request.method, request.path)
+    return error("internal error; the server log has the details", 500)
 
 
 def register_api(server, store, *, max_upload_bytes: int | None = None, cache=None) -> None:
@@ -150,154 +289,20 @@ def register_api(server, store, *, max_upload_bytes: int | None = None, cache=No
     limit = max_upload_bytes or uploads.max_upload_bytes()
     server.config["MAX_CONTENT_LENGTH"] = max(server.config.get("MAX_CONTENT_LENGTH") or 0,
                                               limit * 4 // 3 + 2**20)
+    api = Routes(store, limit, cache)
     bp = Blueprint("xai_api", __name__, url_prefix="/api")
-
-    def maps_cache():
-        return cache if cache is not None else explain_cache()
-
-    def read_image(run):
-        if "file" not in request.files:
-            raise ApiError("missing multipart field 'file' (send the image as multipart/form-data)")
-        data = request.files["file"].read(limit + 1)
-        return uploads.decode_image(data, run.meta, max_bytes=limit)
-
-    def get_run():
-        """The run named by ``run``: a form field (POST) or a query parameter (GET); default the first loaded."""
-        try:
-            return store.get(request.form.get("run") or request.args.get("run") or None)
-        except KeyError as e:
-            raise ApiError(str(e.args[0]), 404) from None
-
-    @bp.before_request
-    def per_request_limit():
-        request.max_content_length = limit + MULTIPART_SLACK
-
-    @bp.get("/runs")
-    def runs():
-        return jsonify({"default": store.default, "runs": [run_summary(r) for r in store.runs.values()],
-                        "skipped": store.skipped})
-
-    @bp.post("/predict")
-    def predict():
-        from . import explain
-
-        run = get_run()
-        return jsonify(prediction_json(run, explain.predict(run, read_image(run), maps_cache())))
-
-    @bp.post("/explain")
-    def explain_route():
-        from . import explain
-
-        run = get_run()
-        form = request.form
-        fmt = (form.get("format") or "png").lower()
-        if fmt not in FORMATS:
-            raise ApiError(f"unknown format {shown(fmt)!r}; use png or json")
-        settings = settings_from_form(form, run.meta)
-        alpha = _float_field(form, "alpha", 0.5, 0.0, 1.0)
-        spec, versus = form.get("target") or "pred", form.get("versus")
-        scored = _flag_field(form, "faithfulness")
-        if scored and (fmt != "json" or versus):
-            raise ApiError("faithfulness=1 needs format=json and a single target class (no 'versus')")
-        if scored:
-            from .map_faithfulness import affordable_steps
-
-            affordable_steps(run)  # over the budget even with coarse curves: 400 before any work
-        image = read_image(run)
-        if spec == "pred" and not versus:  # the common case: one pass gives prediction and map
-            probs, heat = explain.explain_predicted(run, image, settings, maps_cache())
-            pred = target = int(probs.argmax())
-        else:
-            probs = explain.predict(run, image, maps_cache())
-            pred = int(probs.argmax())
-            target = parse_target(spec, run.class_names, pred)
-            if versus:
-                other = parse_target(versus, run.class_names, pred)
-                if other == target:
-                    raise ApiError("'versus' must name a class other than the target")
-                target = (target, other)
-            heat = explain.explain_image(run, image, target, settings, maps_cache())
-        names = run.class_names
-        target_label = f"{names[target[0]]} − {names[target[1]]}" if isinstance(target, tuple) else names[target]
-        if fmt == "png":
-            size = clamp_size(form.get("size"), DETAIL_SIZE)
-            png = overlay_png(image, heat, alpha, size, DEFAULT_COLORMAP)
-            return Response(png, mimetype="image/png", headers={
-                **label_headers("X-Prediction", names[pred]), **label_headers("X-Target", target_label),
-                "X-Confidence": f"{probs[pred]:.6f}", "Cache-Control": "no-store"})
-        body = {
-            "run": run.name, "method": settings.method, "layer": settings.layer,
-            "target": {"index": list(target) if isinstance(target, tuple) else target, "label": target_label},
-            "prediction": prediction_json(run, probs), "shape": list(heat.shape), "heatmap": heat.tolist(),
-        }
-        if scored:
-            from .map_faithfulness import api_block, map_faithfulness
-
-            body["faithfulness"] = api_block(map_faithfulness(run, image, target, settings, heat, maps_cache()))
-        return jsonify(body)
-
-    @bp.get("/label-issues")
-    def label_issues_route():
-        """The test images cleanlab flags as probably mislabelled, most suspicious first (:mod:`.label_issues`)."""
-        from .label_issues import API_DEFAULT_LIMIT, API_MAX_LIMIT, LabelIssuesError, issue_records
-
-        run = get_run()
-        limit = _int_field(request.args, "limit", API_DEFAULT_LIMIT)
-        if not 1 <= limit <= API_MAX_LIMIT:
-            raise ApiError(f"field 'limit' must be in [1, {API_MAX_LIMIT}], got {limit}")
-        try:
-            return jsonify(issue_records(run, limit))
-        except LabelIssuesError as e:
-            raise ApiError(str(e)) from None
-
-    @bp.get("/robustness")
-    def robustness():
-        """Accuracy under every corruption x severity of the run's stress test (:mod:`.stress_file`)."""
-        from .stress_file import robustness_json
-
-        body, problem = robustness_json(get_run())
-        if body is None:
-            raise ApiError(problem, 404)
-        return jsonify(body)
-
-    @bp.get("/openapi.json")
-    def openapi():
-        from .openapi import openapi_document
-
-        return jsonify(openapi_document(FORMATS))
-
-    @bp.route("/", methods=["GET"])
-    def index():
-        return jsonify({"endpoints": {f"/api/{k}": m for k, m in ENDPOINTS.items()}})
-
-    @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    def unknown(rest: str):
-        if rest.strip("/") in ENDPOINTS:
-            return error(f"/api/{rest.strip('/')} accepts {ENDPOINTS[rest.strip('/')]} only", 405)
-        return error(f"no such endpoint /api/{shown(rest)}; available: "
-                     f"{', '.join('/api/' + k for k in ENDPOINTS)}", 404)
-
-    @bp.errorhandler(ApiError)
-    @bp.errorhandler(uploads.UploadError)
-    @bp.errorhandler(ExplainError)
-    def known_error(e):
-        response, status = error(clip_echoes(str(e), [*request.form.values(), *request.args.values()]), e.status)
-        if status == 503:  # busy decoder (a slot frees in seconds) or attribution queue (its estimated wait)
-            response.headers["Retry-After"] = str(getattr(e, "retry_after", 5))
-        return response, status
-
-    @bp.errorhandler(HTTPException)
-    def http_error(e: HTTPException):
-        return error(e.description or e.name, e.code or 500)
-
-    @bp.errorhandler(Exception)
-    def internal_error(e: Exception):
-        server.logger.exception("unhandled error in %s %s", request.method, request.path)
-        return error("internal error; the server log has the details", 500)
-
-    def too_large(_e: RequestEntityTooLarge):
-        # App-wide: a too-large Dash callback body gets JSON too, never an HTML error page.
-        return error(too_large_message(limit), 413)
-
+    bp.before_request(api.per_request_limit)
+    bp.get("/runs")(api.runs)
+    bp.post("/predict")(api.predict)
+    bp.post("/explain")(api.explain_route)
+    bp.get("/label-issues")(api.label_issues_route)
+    bp.get("/robustness")(api.robustness)
+    bp.get("/openapi.json")(api.openapi)
+    bp.route("/", methods=["GET"])(api.index)
+    bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])(api.unknown)
+    for known in (ApiError, uploads.UploadError, ExplainError):
+        bp.register_error_handler(known, known_error)
+    bp.register_error_handler(HTTPException, http_error)
+    bp.register_error_handler(Exception, internal_error)
     server.register_blueprint(bp)
-    server.register_error_handler(RequestEntityTooLarge, too_large)
+    server.register_error_handler(RequestEntityTooLarge, api.too_large)

@@ -50,6 +50,7 @@ _ROBUSTNESS = {
                    "images": {"type": "integer", "minimum": 1}, "complete": {"type": "boolean"}},
 }
 _FILE = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP image"}
+_RUN_NAME = {"type": "string", "description": "run name (default: the first loaded run)"}
 _UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 _CURVE = {"type": "array", "items": _UNIT, "description": "target probability at 0, 1/steps, ... 100 % of pixels"}
 _AUCS = {"deletion_auc": _UNIT, "insertion_auc": _UNIT, "deletion_curve": _CURVE, "insertion_curve": _CURVE}
@@ -75,12 +76,14 @@ _FAITHFULNESS = {
 
 
 def _errors(*codes: int) -> dict:
+    """The error answers with status ``codes``: ``{"error": message}`` JSON, described in words."""
     words = {400: "bad input", 404: "unknown run, layer or class", 413: "upload too large",
              415: "not a PNG, JPEG or WebP image", 503: "server busy; retry later"}
     return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
 def _multipart(properties: dict) -> dict:
+    """A required multipart/form-data request body with ``properties``, the ``file`` field required."""
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"], "properties": properties}}}}
 
@@ -94,11 +97,11 @@ def method_fields() -> dict:
     return fields
 
 
-def openapi_document(formats: Sequence[str]) -> dict:
-    """The OpenAPI 3.0.3 document for ``/api``; ``formats`` are the explain route's output formats."""
-    run = {"type": "string", "description": "run name (default: the first loaded run)"}
+def explain_operation(formats: Sequence[str]) -> dict:
+    """``POST /api/explain``: its form (the registry's method fields included) and its answers; ``formats``
+    are its output formats."""
     explain_fields = {
-        "file": _FILE, "run": run, **method_fields(),
+        "file": _FILE, "run": _RUN_NAME, **method_fields(),
         "target": {"type": "string", "description": "pred (default), a class name or a class index"},
         "versus": {"type": "string", "description": "second class: the map explains target minus versus"},
         "layer": {"type": "string", "description": "a spatial layer for layer methods"},
@@ -115,6 +118,17 @@ def openapi_document(formats: Sequence[str]) -> dict:
                                                                          "items": {"type": "number"}}},
                                    "faithfulness": _FAITHFULNESS}}
     return {
+        "operationId": "explain", "summary": "an attribution map of one image",
+        "requestBody": _multipart(explain_fields),
+        "responses": {"200": {"description": "overlay PNG (format=png) or the map as JSON", "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": explain_json}}},
+            **_errors(400, 404, 413, 415, 503)}}
+
+
+def openapi_document(formats: Sequence[str]) -> dict:
+    """The OpenAPI 3.0.3 document for ``/api``; ``formats`` are the explain route's output formats."""
+    return {
         "openapi": "3.0.3",
         "info": {"title": "xai-dashboard API", "version": "1",
                  "description": "Predictions and attribution maps for the loaded runs."},
@@ -127,7 +141,7 @@ def openapi_document(formats: Sequence[str]) -> dict:
                 }}}}}}},
             "/api/label-issues": {"get": {
                 "operationId": "labelIssues", "summary": "test images whose label is probably wrong (cleanlab)",
-                "parameters": [{"name": "run", "in": "query", "schema": run},
+                "parameters": [{"name": "run", "in": "query", "schema": _RUN_NAME},
                                {"name": "limit", "in": "query", "schema": {
                                    "type": "integer", "minimum": 1, "maximum": API_MAX_LIMIT,
                                    "default": API_DEFAULT_LIMIT}}],
@@ -136,22 +150,16 @@ def openapi_document(formats: Sequence[str]) -> dict:
                     **_errors(400, 404)}}},
             "/api/robustness": {"get": {
                 "operationId": "robustness", "summary": "accuracy under common corruptions (the run's stress test)",
-                "parameters": [{"name": "run", "in": "query", "schema": run}],
+                "parameters": [{"name": "run", "in": "query", "schema": _RUN_NAME}],
                 "responses": {"200": {"description": "clean accuracy and accuracy per corruption and severity",
                                       "content": {"application/json": {"schema": _ROBUSTNESS}}},
                               **_errors(404)}}},
             "/api/predict": {"post": {
                 "operationId": "predict", "summary": "class probabilities of one image",
-                "requestBody": _multipart({"file": _FILE, "run": run}),
+                "requestBody": _multipart({"file": _FILE, "run": _RUN_NAME}),
                 "responses": {"200": {"description": "the prediction",
                                       "content": {"application/json": {"schema": _PREDICTION}}},
                               **_errors(400, 404, 413, 415, 503)}}},
-            "/api/explain": {"post": {
-                "operationId": "explain", "summary": "an attribution map of one image",
-                "requestBody": _multipart(explain_fields),
-                "responses": {"200": {"description": "overlay PNG (format=png) or the map as JSON", "content": {
-                    "image/png": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {"schema": explain_json}}},
-                    **_errors(400, 404, 413, 415, 503)}}},
+            "/api/explain": {"post": explain_operation(formats)},
         },
     }
