@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from trainer.augment import AugmentConfig
-from trainer.config import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig, resolve
+from trainer.config import CHOICES, RANGES, RECIPES, TrainConfig, flag, resolve
 
 _SKIP = {"augment", "model_kwargs", "recipe"}
 
@@ -40,7 +40,7 @@ HELP = {
     "input_size": "image side in pixels for digits/imagefolder (resize + centre crop; default 32)",
     "train_subset": "train on the first N training images only (image folders: N spread over the classes)",
     "test_subset": "evaluate on the first N test images only (image folders: N spread over the classes)",
-    "val_fraction": "share of the training images held out for validation, in [0, 1)",
+    "val_fraction": "share of the training images held out for validation",
     "pretrained": "start from ImageNet weights (torchvision models only; downloads once)",
     "workers": "processes decoding imagefolder images (default: the number of CPU cores)",
     "epochs": "number of passes over the training images (fractions allowed)",
@@ -60,7 +60,7 @@ HELP = {
     "lr_end": "triangle: final lr as a fraction of the peak",
     "step_size": "step schedule: epochs between decays",
     "gamma": "step schedule: decay factor",
-    "label_smoothing": "label smoothing of the cross-entropy, in [0, 1)",
+    "label_smoothing": "label smoothing of the cross-entropy",
     "patience": "stop after N epochs without validation-loss improvement (0: off)",
     "class_weighting": "weight the loss by inverse class frequency",
     "oversample": "sample every class equally often",
@@ -86,10 +86,6 @@ HELP = {
     "jitter": "brightness/contrast jitter strength (0: off)",
     "rotate": "random rotation up to N degrees (0: off)",
 }
-CHOICES = {
-    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss_reduction": ("mean", "sum"),
-    "precision": PRECISIONS, "pad_mode": ("reflect", "zeros"), "flip": ("random", "alternate", "none"),
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,17 +96,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hints: dict, choices: dict) -> None:
-    flag = "--" + f.name.replace("_", "-")
     typ = hints[f.name]
     args = typing.get_args(typ)
     base = next((a for a in args if a is not type(None)), typ) if args else typ
     options = choices.get(f.name)
     help_ = HELP[f.name] + (f"; one of: {', '.join(options)}" if options else "")
+    help_ += f"; {RANGES[f.name]}" if f.name in RANGES else ""
     if base is bool:
-        parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+        parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                             help=help_)
     else:
-        parser.add_argument(flag, dest=f.name, type=base, default=argparse.SUPPRESS, choices=options,
+        parser.add_argument(flag(f.name), dest=f.name, type=base, default=argparse.SUPPRESS, choices=options,
                             metavar=f.name.upper(), help=help_)
 
 

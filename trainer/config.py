@@ -6,14 +6,77 @@ saved in ``meta.json`` so every run records exactly how it was made.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from trainer.augment import AugmentConfig
+from trainer.meta_schema import MAX_INPUT_SIZE
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: Muon on the conv filters, Nesterov SGD on the rest
 SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau", "triangle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The values each text field of TrainConfig / AugmentConfig accepts (the CLI offers the same choices).
+CHOICES = {
+    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss_reduction": ("mean", "sum"),
+    "precision": PRECISIONS, "pad_mode": ("reflect", "zeros"), "flip": ("random", "alternate", "none"),
+}
+DEFAULT_INPUT_SIZE = 32  # digits and image folders without --input-size are resized to this; CIFAR-10 is 32 px
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``val_fraction`` -> ``--val-fraction``."""
+    return "--" + name.replace("_", "-")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a numeric field accepts: finite numbers from ``low`` to ``high``, either end open or closed."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            return False
+        above = v > self.low if self.low_open else v >= self.low
+        return above and (v < self.high if self.high_open else v <= self.high)
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'greater than' if self.low_open else 'at least'} {_number(self.low)}"
+        left, right = "(["[not self.low_open], ")]"[not self.high_open]
+        return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+
+
+_POSITIVE, _COUNT, _ONE_OR_MORE = Allowed(0, low_open=True), Allowed(0), Allowed(1)
+_FRACTION, _BELOW_ONE = Allowed(0, 1), Allowed(0, 1, high_open=True)
+# The range of every numeric field of TrainConfig and AugmentConfig (a test checks none is missing), checked
+# once when a config is made, so a bad value is refused before any data is read. None (where a field allows
+# it) means "not given". Why the less obvious bounds: torch's SGD/Adam refuse negative lr, weight decay and
+# momentum; momentum 1 never forgets; a share of the data or a smoothing of 1 leaves nothing to train on;
+# gamma >= 1 never decays (ReduceLROnPlateau refuses it); the jitter's contrast scale 1 +- jitter must stay
+# positive; the seed times 1_000_003 must fit torch's 64-bit seeds.
+RANGES: dict[str, Allowed] = {
+    "input_size": Allowed(1, MAX_INPUT_SIZE), "train_subset": _ONE_OR_MORE, "test_subset": _ONE_OR_MORE,
+    "val_fraction": _BELOW_ONE, "workers": _COUNT, "epochs": _POSITIVE, "batch_size": _ONE_OR_MORE,
+    "lr": _POSITIVE, "momentum": _BELOW_ONE, "weight_decay": _COUNT, "bias_lr_scale": _POSITIVE,
+    "muon_lr": _POSITIVE, "muon_momentum": _BELOW_ONE, "muon_ns_steps": _ONE_OR_MORE,
+    "warmup_fraction": _FRACTION, "lr_end": _FRACTION, "step_size": _ONE_OR_MORE,
+    "gamma": Allowed(0, 1, low_open=True, high_open=True), "label_smoothing": _BELOW_ONE, "patience": _COUNT,
+    "distill_temperature": _POSITIVE, "distill_alpha": _FRACTION, "distill_cosine": _COUNT,
+    "lookahead_every": _COUNT, "whiten_bias_epochs": _COUNT, "augmix_weight": _COUNT, "seed": Allowed(0, 2**32 - 1),
+    # AugmentConfig's; translate and cutout must also be smaller than the image (TrainConfig.image_side)
+    "translate": _COUNT, "cutout": _COUNT, "jitter": _BELOW_ONE, "rotate": Allowed(0, 180),
+}
+_AUGMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(AugmentConfig))
 
 
 @dataclass(frozen=True)
@@ -71,22 +134,47 @@ class TrainConfig:
     recipe: str | None = None
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}")
-        if self.loss_reduction not in ("mean", "sum"):
-            raise ValueError("loss_reduction must be mean or sum")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError("workers must be 0 (decode in the training process) or more")
-        if self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError("epochs and batch_size must be positive")
+        """The single boundary: every field checked here, each refusal one line naming the flag."""
+        for name, options in CHOICES.items():
+            value = getattr(self.augment if name in _AUGMENT_FIELDS else self, name)
+            if value not in options:
+                raise ValueError(f"{flag(name)} must be one of {', '.join(options)}, got {value!r}")
+        for name, allowed in RANGES.items():
+            value = getattr(self.augment if name in _AUGMENT_FIELDS else self, name)
+            if value is not None and not allowed.admits(value):
+                raise ValueError(f"{flag(name)} must be {allowed}, got {value!r}")
+        if not self.dataset.startswith("imagefolder:") and self.dataset not in ("cifar10", "digits"):
+            raise ValueError(f"--dataset must be cifar10, digits or imagefolder:PATH, got {self.dataset!r}")
+        if self.dataset == "cifar10" and self.input_size is not None:
+            raise ValueError(f"--input-size applies to digits and imagefolder:PATH only; CIFAR-10 images are "
+                             f"{DEFAULT_INPUT_SIZE} px, got --input-size {self.input_size}")
+        self._check_augment_fits()
+        if self.train_subset is not None and round(self.train_subset * self.val_fraction) == self.train_subset:
+            raise ValueError(f"--val-fraction {self.val_fraction} of --train-subset {self.train_subset} "
+                             "leaves no training image")
         if self.patience and self.val_fraction == 0:
-            raise ValueError("early stopping (patience) needs a validation split (val_fraction > 0)")
+            raise ValueError("--patience (early stopping) needs a validation split (--val-fraction > 0)")
         if self.schedule == "plateau" and self.val_fraction == 0:
-            raise ValueError("the plateau schedule needs a validation split (val_fraction > 0)")
+            raise ValueError("--schedule plateau needs a validation split (--val-fraction > 0)")
+
+    @property
+    def image_side(self) -> int:
+        """The side in pixels of the images the network trains on."""
+        return DEFAULT_INPUT_SIZE if self.input_size is None else self.input_size
+
+    def _check_augment_fits(self) -> None:
+        """Reflect padding needs a pad smaller than the image (torch refuses it otherwise), and a shift or a
+        cutout square as large as the image can leave nothing of it: both must be below the side."""
+        t, c = self.augment.translate, self.augment.cutout
+        need = max(t, c)
+        if self.image_side > need:
+            return
+        if self.input_size is not None:
+            raise ValueError(f"--input-size must be greater than {need}, the largest of --translate {t} and "
+                             f"--cutout {c}, got {self.input_size}")
+        raise ValueError(f"--translate and --cutout must be smaller than the {self.image_side} px images"
+                         + ("" if self.dataset == "cifar10" else " (or give a larger --input-size)")
+                         + f", got --translate {t} --cutout {c}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
