@@ -337,7 +337,7 @@ def test_crafted_payloads_are_answered_in_words(client_and_deps, view):
 
 
 def _matrix_body(deps) -> tuple[dict, dict]:
-    """The errors view's confusion-matrix callback (five inputs, two outputs, no state) and a valid body of it."""
+    """The errors view's confusion-matrix callback (five inputs, two outputs, one state) and a valid body of it."""
     dep = next(d for d in deps if d["output"] == "..confusion-matrix.figure...confused-pairs.children..")
     return dep, body(dep, "errors", {}, "run-select.value")
 
@@ -358,7 +358,7 @@ MALFORMED = {  # name: the valid body -> a body Dash's dispatch cannot take, and
     "input not an object": (lambda b: {**b, "inputs": [5, *b["inputs"][1:]]}, "inputs must list 5"),
     "outputs missing": (lambda b: _without(b, "outputs"), "outputs must list 2"),
     "one output of two": (lambda b: {**b, "outputs": b["outputs"][:1]}, "outputs must list 2"),
-    "state where there is none": (lambda b: {**b, "state": [b["inputs"][0]]}, "state must list 0"),
+    "a state too many": (lambda b: {**b, "state": b["state"] + [b["inputs"][0]]}, "state must list 1"),
     "changedPropIds not a list": (lambda b: {**b, "changedPropIds": "run-select.value"}, "changedPropIds"),
     "a list body": (lambda b: [b], "JSON object"),
 }

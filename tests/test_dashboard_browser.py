@@ -228,11 +228,16 @@ def cat_dog_store(tmp_path_factory):
     return store
 
 
-def _threshold_counts(dash_duo):
+def cell_counts(dash_duo, graph: str):
+    """The counts a confusion matrix (``dcc.Graph`` id ``graph``) draws in its cells; None before it draws."""
     return dash_duo.driver.execute_script(
-        "const g = document.querySelector('#threshold-cm .js-plotly-plot');"
+        "const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
         "if (!g || !g.data || !g.data.length || !g.data[0].text) return null;"
-        "return Array.from(g.data[0].text, row => Array.from(row, Number));")  # the counts as drawn in the cells
+        "return Array.from(g.data[0].text, row => Array.from(row, Number));", graph)
+
+
+def _threshold_counts(dash_duo):
+    return cell_counts(dash_duo, "threshold-cm")
 
 
 def test_two_class_run_warns_and_the_slider_moves_the_matrix(dash_duo, cat_dog_store):

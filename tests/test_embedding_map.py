@@ -165,31 +165,34 @@ def test_the_selection_csv_lists_exactly_the_selected_images(demo_store):
     assert "select points on the map first" in str(nothing["response"]["emb-export-note"])
 
 
-def test_a_new_confusion_cell_patches_only_the_ring_and_a_return_to_the_tab_sends_nothing(demo_store):
+def test_a_return_to_the_tab_sends_nothing_or_only_the_ring_of_a_cell_chosen_meanwhile(demo_store):
     run = demo_store.get(None)
     t, p = next((int(a), int(b)) for a, b in zip(run.labels, run.preds) if a != b)
     cell = [i for i in range(len(run.labels)) if (run.labels[i], run.preds[i]) == (t, p)]
     client = create_app(store=demo_store).server.test_client()
-    drawn = {"run": run.name, "projection": "umap", "colour": "true"}
-    answer = run_callback(client, "emb-ring.children", {"gallery-selection.data": {"run": run.name, "cells": [[t, p]]},
-                                                       "emb-drawn.data": drawn}, "gallery-selection.data")
-    (op,) = answer["response"]["emb-map"]["figure"]["operations"]
-    assert op["operation"] == "Assign" and op["location"] == ["data", -1]
-    assert op["params"]["value"]["customdata"] == cell and "Ringed" in answer["response"]["emb-ring"]["children"]
-    # before any map is drawn there is nothing to patch
-    assert run_callback(client, "emb-ring.children", {"gallery-selection.data": None}, "gallery-selection.data") == {}
     page = {"run-select.value": run.name, "emb-projection.value": "umap", "emb-colour.value": "true",
             "view-tabs.value": "embedding_map", "emb-precompute-poll.disabled": True}
-    first = run_callback(client, "emb-drawn.data", page, "view-tabs.value")["response"]
+    opened, chosen = "embedding_map-opened.data", {"run": run.name, "cells": [[t, p]]}
+    first = run_callback(client, "emb-drawn.data", page, opened)["response"]
+    drawn = {"run": run.name, "projection": "umap", "colour": "true", "ring": ""}
     assert first["emb-drawn"]["data"] == drawn and len(first["emb-map"]["figure"]["data"]) == len(run.class_names) + 1
-    assert run_callback(client, "emb-drawn.data", {**page, "emb-drawn.data": drawn}, "view-tabs.value") == {}
+    assert run_callback(client, "emb-drawn.data", {**page, "emb-drawn.data": drawn}, opened) == {}
+    # back on the tab after a cell was chosen in the errors view: only the ringed (last) trace is replaced
+    answer = run_callback(client, "emb-drawn.data", {**page, "emb-drawn.data": drawn,
+                                                     "gallery-selection.data": chosen}, opened)["response"]
+    (op,) = answer["emb-map"]["figure"]["operations"]
+    assert op["operation"] == "Assign" and op["location"] == ["data", -1]
+    assert op["params"]["value"]["customdata"] == cell and "Ringed" in answer["emb-ring"]["children"]
+    assert answer["emb-drawn"]["data"]["ring"].startswith(f"true {run.class_names[t]}") and "emb-note" not in answer
+    # hidden, the map computes nothing, whatever fired it
+    hidden = {**page, "view-tabs.value": "errors", "gallery-selection.data": chosen}
+    assert run_callback(client, "emb-drawn.data", hidden, "run-select.value") == {}
     recoloured = run_callback(client, "emb-drawn.data", {**page, "emb-colour.value": "correct",
                                                          "emb-drawn.data": drawn}, "emb-colour.value")["response"]
     assert recoloured["emb-drawn"]["data"] == {**drawn, "colour": "correct"}
     # a map first drawn while a cell is selected rings it (the cached figure's empty ring replaced)
-    ringed = run_callback(client, "emb-drawn.data", {**page, "gallery-selection.data": {"run": run.name,
-                                                                                         "cells": [[t, p]]}},
-                          "view-tabs.value")["response"]["emb-map"]["figure"]["data"]
+    ringed = run_callback(client, "emb-drawn.data", {**page, "gallery-selection.data": chosen},
+                          opened)["response"]["emb-map"]["figure"]["data"]
     assert ringed[-1]["customdata"] == cell and ringed[-1]["name"].startswith(f"true {run.class_names[t]}")
 
 
@@ -371,11 +374,13 @@ def test_image_detail_and_upload_result_list_the_nearest_training_images(demo_st
               "pixels": base64.b64encode(np.ascontiguousarray(run.images[42]).tobytes()).decode()}
     client = create_app(store=demo_store).server.test_client()
     asks = (("detail-neighbours.children", [("selected-image", "data", {"run": run.name, "index": 42})]),
-            ("xp-neighbours.children", [("xp-image", "data", upload), ("view-tabs", "value", "explain")]))
+            ("xp-neighbours.children", [("xp-image", "data", upload), ("explain-opened", "data", 1)]))
+    states = {"detail-neighbours.children": [], "xp-neighbours.children": [("view-tabs", "value", "explain")]}
     for output, inputs_ in asks:
         payload = {"output": output, "outputs": {"id": output.split(".")[0], "property": "children"},
                    "changedPropIds": [f"{inputs_[0][0]}.{inputs_[0][1]}"],
-                   "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs_], "state": []}
+                   "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs_],
+                   "state": [{"id": i, "property": p, "value": v} for i, p, v in states[output]]}
         r = client.post("/_dash-update-component", json=payload)
         text = json.dumps(r.get_json())  # Dash escapes "/" in its answer
         found = [int(i) for i in re.findall(rf"/img/{run.name}/train/(\d+)\.png", text)]

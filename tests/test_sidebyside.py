@@ -395,6 +395,7 @@ def test_browser_one_click_from_gallery_and_from_upload(dash_duo, twice, tmp_pat
     wait(lambda d: "Upload" in d.find_element(By.ID, "xp-source-label").text, "upload not explained")
     driver.find_element(By.CSS_SELECTOR, ".explain-view .sbs-open").click()
     wait(lambda d: "Upload: noise.png" in d.find_element(By.ID, "sbs-source-label").text, "upload not compared")
-    wait(grid_drawn, "upload grid never drew")
-    assert "noise.png, decoded for this run; input 1 x 32 x 32" in driver.find_element(By.ID, "sbs-grid").text
+    # the gallery image's grid is still drawn until the upload's replaces it: wait for the upload's words
+    wait(lambda d: grid_drawn(d) and "noise.png, decoded for this run; input 1 x 32 x 32" in d.find_element(
+        By.ID, "sbs-grid").text, "upload grid never drew")
     assert [e for e in (dash_duo.get_logs() or []) if e.get("level") == "SEVERE"] == []

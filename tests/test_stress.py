@@ -132,11 +132,12 @@ def test_view_names_the_command_when_the_run_has_no_stress_test(tmp_path):
     client = create_app(store=RunStore.from_dirs([bare])).server.test_client()
     outputs = [{"id": "stress-heatmap", "property": "figure"}, {"id": "stress-summary", "property": "children"},
                {"id": "stress-note", "property": "children"}, {"id": "stress-class", "property": "options"}]
-    values = {"run-select": "digits-demo", "stress-class": "all", "view-tabs": "stress", "stress-status": ""}
+    values = {"run-select": "digits-demo", "stress-class": "all", "stress-opened": 1, "stress-status": ""}
+    props = {"stress-status": "children", "stress-opened": "data"}
     body = {"output": "..stress-heatmap.figure...stress-summary.children...stress-note.children..."
                       "stress-class.options..", "outputs": outputs, "changedPropIds": ["run-select.value"],
-            "inputs": [{"id": k, "property": "children" if k == "stress-status" else "value", "value": v}
-                       for k, v in values.items()]}
+            "inputs": [{"id": k, "property": props.get(k, "value"), "value": v} for k, v in values.items()],
+            "state": [{"id": "view-tabs", "property": "value", "value": "stress"}]}
     answer = client.post("/_dash-update-component", json=body).get_json()["response"]
     assert f"xai-dashboard precompute stress {bare}" in json.dumps(answer["stress-note"])
     assert "no stress test for this run" in json.dumps(answer["stress-heatmap"])

@@ -20,7 +20,7 @@ from . import url_state, vendor
 from .corrected import label_switch
 from .images import register_image_route, shown
 from .store import RunStore
-from .views import VIEWS
+from .views import VIEWS, opened
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -197,6 +197,35 @@ def placeholder_figures(tree) -> None:
             c.figure = placeholder(380)
 
 
+def hoist_stores(tree) -> list[dcc.Store]:
+    """Take the ``dcc.Store`` components out of a view's layout ``tree``, for the page to hold outside the tabs.
+
+    ``dcc.Tabs`` mounts only the shown tab's content, and a store mounting (each time its tab is shown) compares
+    its data with its memory: a memory store's None becomes undefined, a change that fires every callback reading
+    it, other views' too, for nothing, and a session store's data set while it was away gives way to what its
+    storage held. Outside the tabs a store mounts once, with the page; its None data is left unset too (a
+    callback reads None either way, and an unset store mounts without a change).
+    """
+    taken: list[dcc.Store] = []
+
+    def keep(children):
+        kept = []
+        for child in children:
+            if isinstance(child, dcc.Store):
+                taken.append(child)
+            else:
+                kept.append(keep(child) if isinstance(child, (list, tuple)) else child)
+        return kept
+
+    for c in list(components(tree)):
+        if isinstance(getattr(c, "children", None), (list, tuple)):
+            c.children = keep(c.children)
+    for s in taken:
+        if getattr(s, "data", False) is None:
+            del s.data
+    return taken
+
+
 def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -> dash.Dash:
     """Build the Dash app for ``run_dirs`` (default: every run under ``checkpoints/``).
 
@@ -209,23 +238,29 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
     app.server.config["XAI_STORE"] = store
     register_image_route(app.server, store, app.config.routes_pathname_prefix)
 
-    tabs = []
+    tabs, stores = [], []
     for name in VIEWS:
         module = _optional_module(f"views.{name}")
         if module is None:
             continue
+        body = module.layout(store)
+        stores += hoist_stores(body)
         tabs.append(dcc.Tab(label=module.TITLE, value=name, className="tab", selected_className="tab--selected",
-                            children=html.Div(module.layout(store), className="tab-body")))
+                            children=html.Div(body, className="tab-body")))
         module.register_callbacks(app, store)
 
+    views = tuple(t.value for t in tabs)
     app.layout = html.Div(className="page", children=[
         header(store),
         banner(store),
-        dcc.Tabs(id="view-tabs", value=tabs[0].value if tabs else None, children=tabs, className="tabs"),
+        dcc.Tabs(id=opened.TABS, value=views[0] if views else None, children=tabs, className="tabs"),
+        *opened.stores(views),  # a tab click fires only its view's callbacks (views.opened)
+        *stores,
         url_state.location(),
     ])
+    opened.register(app, views)
     placeholder_figures(app.layout)
-    url_state.register(app, store, tuple(t.value for t in tabs),
+    url_state.register(app, store, views,
                        {c.id for c in components(app.layout) if isinstance(getattr(c, "id", None), str)})
 
     api = _optional_module("api")

@@ -1,6 +1,8 @@
 """Dashboard pages. Each module in :data:`VIEWS` provides ``TITLE``, ``layout(store)``
 (a Dash component) and ``register_callbacks(app, store)``; ``app.create_app`` puts
 each layout in a tab, in this order. Shared gallery components live here.
+A callback that draws when its view's tab opens takes :func:`.opened.when_opened` of its view, never
+the tab selector itself: a tab click then runs that view's callbacks alone.
 """
 from __future__ import annotations
 

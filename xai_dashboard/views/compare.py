@@ -16,6 +16,7 @@ from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, 
 from .. import analysis, corrected, export, figures, inputs, thresholds
 from . import gallery_item
 from . import stress as stress_view
+from .opened import TABS, when_opened
 
 TITLE = "Compare runs"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
@@ -157,7 +158,22 @@ def _items(prefix, run_a, run_b, idx, labels: np.ndarray) -> list:
 
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
+    _register_runs(app, store)
+    _register_comparison(app, store)
+    _register_export(app, store)
+    for key, _, _ in SETS:
+        _register_gallery(app, store, key, prefix)
+    # a thumbnail's detail: run A's, in the errors view (no request: the store and the tab are set here)
+    app.clientside_callback(ClientsideFunction("xai", "openFromCompare"),
+                            Output("selected-image", "data", allow_duplicate=True),
+                            Output(TABS, "value", allow_duplicate=True),
+                            Input({"type": "compare-item", "index": ALL}, "n_clicks"), State("compare-a", "value"),
+                            prevent_initial_call=True)
+    stress_view.register_compare(app, store)
 
+
+def _register_runs(app, store) -> None:
+    """Run A follows the header's run selector; run B is one of those evaluated on A's test images."""
     @app.callback(Output("compare-a", "value"), Input("run-select", "value"))
     @inputs.guarded(inputs.keep)
     def follow_selector(run_name):
@@ -172,27 +188,31 @@ def register_callbacks(app, store) -> None:
         # a run B that still fits is left alone: set again it could overwrite a link's, set meanwhile
         return options, (no_update if b in options else (options[0] if options else None))
 
-    def pair(a, b, tab):
-        """The two runs, or None when there is no second run to compare with; PreventUpdate while the tab
-        is hidden. B must have been evaluated on A's test images (``store.comparable``)."""
-        inputs.shown(tab, TAB)
-        ra = inputs.run_of(store, a)
-        if b is None:
-            return None
-        rb = inputs.run_of(store, b)
-        if rb.name not in store.comparable(ra.name):
-            raise inputs.BadInput(f"runs {ra.name!r} and {rb.name!r} were not evaluated on the same test images")
-        return ra, rb
 
-    # Gated on the active tab ("view-tabs" in app.py): a comparison costs a few hundred ms of
-    # figures, which a page load should not pay while the tab is hidden.
+def _pair(store, a, b, tab):
+    """The two runs, or None when there is no second run to compare with; PreventUpdate while the tab
+    is hidden. B must have been evaluated on A's test images (``store.comparable``)."""
+    inputs.shown(tab, TAB)
+    ra = inputs.run_of(store, a)
+    if b is None:
+        return None
+    rb = inputs.run_of(store, b)
+    if rb.name not in store.comparable(ra.name):
+        raise inputs.BadInput(f"runs {ra.name!r} and {rb.name!r} were not evaluated on the same test images")
+    return ra, rb
+
+
+def _register_comparison(app, store) -> None:
+    """The headline, the threshold table and the two figures; drawn when the tab opens (:mod:`.opened`): a
+    comparison costs a few hundred ms of figures, which a page load should not pay while the tab is hidden.
+    The thresholds are read, not listened to: only the Threshold tab sets them, never while this one is shown."""
     @app.callback(Output("compare-summary", "children"), Output("compare-thresholds", "children"),
                   Output("compare-accuracy", "figure"), Output("compare-cm-diff", "figure"),
-                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
-                  Input("chosen-thresholds", "data"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
+                  Input("compare-a", "value"), Input("compare-b", "value"), *when_opened(TAB),
+                  State("chosen-thresholds", "data"), Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
     @inputs.guarded(inputs.hint, inputs.constant(html.P("—", className="hint")), inputs.figure, inputs.figure)
-    def update_comparison(a, b, tab, chosen, label_set, _reviews_saved):
-        runs = pair(a, b, tab)
+    def update_comparison(a, b, _opened, tab, chosen, label_set, _reviews_saved):
+        runs = _pair(store, a, b, tab)
         # The Threshold tab reports a malformed store and empties it; here it only means "none chosen".
         chosen = inputs.lenient(inputs.chosen_thresholds, chosen, {})
         label_set = inputs.label_set(label_set)
@@ -213,6 +233,8 @@ def register_callbacks(app, store) -> None:
                 figures.compare_accuracy_figure(ra.class_names, acc_a, acc_b, ra.name, rb.name),
                 figures.confusion_diff_figure(sb.cm - sa.cm, ra.class_names, ra.name, rb.name))
 
+
+def _register_export(app, store) -> None:
     @app.callback(Output("compare-download", "data"), Output("compare-export-note", "children"),
                   *[Input(f"compare-{key}-export", "n_clicks") for key in (*[k for k, _, _ in SETS], "thresholds")],
                   State("compare-a", "value"), State("compare-b", "value"), State("chosen-thresholds", "data"),
@@ -221,7 +243,7 @@ def register_callbacks(app, store) -> None:
     def export_set(_fixed, _introduced, _both, _thresholds, a, b, chosen, label_set):
         """The comparison set (A's and B's predictions side by side) or the threshold table, on the label set
         in use, whichever button was clicked, as CSV."""
-        runs = pair(a, b, TAB)  # a click on the tab's own button: the tab is shown
+        runs = _pair(store, a, b, TAB)  # a click on the tab's own button: the tab is shown
         if runs is None:
             raise inputs.BadInput("there is no second run to compare with")
         key = inputs.one_of(str(ctx.triggered_id).removeprefix("compare-").removesuffix("-export"),
@@ -237,28 +259,18 @@ def register_callbacks(app, store) -> None:
             raise inputs.BadInput(problem)
         return export.download(export.table_frame(threshold_rows(list(runs), positive, chosen, labels)), name), ""
 
-    for key, _, _ in SETS:
-        _register_gallery(app, key, pair, prefix)
-    # a thumbnail's detail: run A's, in the errors view (no request: the store and the tab are set here)
-    app.clientside_callback(ClientsideFunction("xai", "openFromCompare"),
-                            Output("selected-image", "data", allow_duplicate=True),
-                            Output("view-tabs", "value", allow_duplicate=True),
-                            Input({"type": "compare-item", "index": ALL}, "n_clicks"), State("compare-a", "value"),
-                            prevent_initial_call=True)
-    stress_view.register_compare(app, store)
 
-
-def _register_gallery(app, key: str, pair, prefix: str) -> None:
+def _register_gallery(app, store, key: str, prefix: str) -> None:
     """One set's gallery, paged on the server: only the shown page's thumbnails are sent."""
     @app.callback(Output(f"compare-{key}", "children"), Output(f"compare-{key}-count", "children"),
                   Output(f"compare-{key}-page", "data"), Output(f"compare-{key}-page-label", "children"),
-                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"),
+                  Input("compare-a", "value"), Input("compare-b", "value"), *when_opened(TAB),
                   Input(f"compare-{key}-prev", "n_clicks"), Input(f"compare-{key}-next", "n_clicks"),
                   Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"),
                   State(f"compare-{key}-page", "data"))
     @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant(0), inputs.constant("1 / 1"))
-    def update_gallery(a, b, tab, _prev, _next, label_set, _reviews_saved, page):
-        runs = pair(a, b, tab)
+    def update_gallery(a, b, _opened, tab, _prev, _next, label_set, _reviews_saved, page):
+        runs = _pair(store, a, b, tab)
         if runs is None:
             return [html.P("—", className="hint")], "0", 0, "1 / 1"
         ra, rb = runs

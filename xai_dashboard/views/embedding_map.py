@@ -7,14 +7,14 @@ confusion cell is ringed.
 Per-user state lives in the page: ``emb-selection`` (``{"run", "indices"}``: the selected points,
 reduced from plotly's selectedData in the browser so a 10,000-point lasso posts only numbers),
 ``emb-page``, ``emb-chosen`` (``{"run", "index"}``), ``emb-hover`` (what the tooltip needs) and
-``emb-drawn`` (``{"run", "projection", "colour"}`` of the figure in the page). The confusion cell is
-read from the errors view's ``gallery-selection`` store.
+``emb-drawn`` (``{"run", "projection", "colour", "ring"}`` of the figure in the page). The confusion cell
+is read from the errors view's ``gallery-selection`` store when the tab opens (a hidden map computes nothing).
 
 What is sent, and when: the figure (float32 coordinates, base64; the test index of each point as
 customdata; no per-point hover text: the tooltip builds a thumbnail URL from the index) only when the
 run, projection or colouring differs from the one the page holds, not on every return to the tab, and
-built once per map and colouring (:func:`cached_figure`); a new confusion cell replaces only the ringed
-trace (a ``Patch``). The points are WebGL (scattergl),
+built once per map and colouring (:func:`cached_figure`); a confusion cell chosen since the last visit
+replaces only the ringed trace (a ``Patch``). The points are WebGL (scattergl),
 which needs the vendored strict plotly.js (:mod:`xai_dashboard.vendor`).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from dash import ALL, Input, Output, Patch, State, ctx, dcc, html
+from dash import ALL, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from plotly.colors import qualitative
 
@@ -35,6 +35,7 @@ from ..embedding_space import PROJECTIONS, map_coordinates
 from ..images import DETAIL_SIZE, THUMB_SIZE, image_url
 from . import neighbours, prediction_items
 from .job_button import register_job_button
+from .opened import opened_id, when_opened
 
 TITLE = "Embedding map"
 TAB = __name__.rpartition(".")[2]
@@ -206,15 +207,6 @@ def selection_frame(run, indices) -> pd.DataFrame:
     return frame
 
 
-def drawn_of(store, value) -> tuple[object, str] | None:
-    """The ``emb-drawn`` store (what the page's figure shows) as ``(run, projection)``; None before a draw."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise inputs.BadInput("the drawn map must be {run, projection, colour}")
-    return inputs.run_of(store, value.get("run")), inputs.one_of(value.get("projection"), PROJECTIONS, "projection")
-
-
 # In the browser: hovering fetches only the thumbnail; a selection is reduced to its test indices.
 _HOVER_JS = """
 function (hover, meta) {
@@ -250,32 +242,37 @@ function (click, items, run) {
 
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
+    _register_map(app, store, prefix)
+    _register_in_browser(app)
+    _register_selection(app, store, prefix)
+    _register_detail(app, store, prefix)
+    register_job_button(app, store, "embeddings", "emb-precompute", "emb-precompute")
+    neighbours.register_callbacks(app, store)
 
+
+def _register_map(app, store, prefix: str) -> None:
+    """The map, drawn when it differs from the one the page holds, with the errors view's cell ringed. The cell
+    is read, not listened to, when the tab opens: a hidden map computes nothing (:mod:`.opened`)."""
     @app.callback(Output("emb-map", "figure"), Output("emb-note", "children"), Output("emb-ring", "children"),
                   Output("emb-hover", "data"), Output("emb-drawn", "data"),
                   Input("run-select", "value"), Input("emb-projection", "value"), Input("emb-colour", "value"),
-                  Input("view-tabs", "value"),
+                  *when_opened(TAB),
                   Input("emb-precompute-poll", "disabled"),  # the job ended: its UMAP may be there now
                   State("gallery-selection", "data"), State("emb-drawn", "data"))
     @inputs.guarded(inputs.figure, inputs.hint, inputs.constant(""), inputs.constant(None), inputs.constant(None))
-    def draw(run_name, projection, colour, tab, _job, selection, drawn):
+    def draw(run_name, projection, colour, _opened, tab, _job, selection, drawn):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
-        projection = inputs.one_of(projection, PROJECTIONS, "projection")
-        colour = inputs.one_of(colour, COLOURS, "colouring")
-        xy, why = map_coordinates(run, projection)
-        notes = []
-        if xy is None:  # no UMAP yet: the PCA, and why
-            projection, (xy, _) = "pca", map_coordinates(run, "pca")
-            notes.append(f"UMAP not computed ({why}); showing PCA.")
-        values, why = colour_values(run, colour, store.data_dir)
-        if values is None:
-            notes.append(f"Cannot colour by {COLOURS[colour]}: {why}; coloured by true class.")
-            colour, values = "true", run.labels
-        key = {"run": run.name, "projection": projection, "colour": colour}  # what is drawn, after fallbacks
-        if ctx.triggered_id == "view-tabs" and drawn == key:
-            raise PreventUpdate  # back on the tab: the page still holds this figure (a new cell was patched in)
+        xy, projection, values, colour, notes = _drawn_from(store, run, projection, colour)
         highlight, words = _highlight(run, selection)
+        now = {"run": run.name, "projection": projection, "colour": colour, "ring": words}  # after fallbacks
+        if ctx.triggered_id == opened_id(TAB) and isinstance(drawn, dict):
+            if drawn == now:
+                raise PreventUpdate  # back on the tab: the page still holds this figure
+            if {**drawn, "ring": words} == now:  # only the errors view's cell changed meanwhile
+                patch = Patch()
+                patch["data"][-1] = ring_trace(xy, highlight, words)
+                return patch, no_update, _ring_note(words), no_update, now
         fig = cached_figure(xy, colour, values, run.class_names)
         if highlight is not None:
             fig["data"][-1] = ring_trace(xy, highlight, words)
@@ -283,23 +280,28 @@ def register_callbacks(app, store) -> None:
         base = image_url(prefix, run.name, 0, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
         hover = {"base": base.split("/0.png?")[0] + "/", "suffix": ".png?" + base.split(".png?")[1],
                  "names": run.class_names, "labels": run.labels.tolist(), "preds": run.preds.tolist()}
-        return fig, " ".join(notes), _ring_note(words), hover, key
+        return fig, " ".join(notes), _ring_note(words), hover, now
 
-    @app.callback(Output("emb-map", "figure", allow_duplicate=True), Output("emb-ring", "children",
-                                                                            allow_duplicate=True),
-                  Input("gallery-selection", "data"), State("emb-drawn", "data"), prevent_initial_call=True)
-    @inputs.guarded(inputs.keep, inputs.hint)
-    def ring(selection, drawn):
-        """A new confusion cell: only the ringed (last) trace of the figure in the page is replaced."""
-        drawn = drawn_of(store, drawn)
-        if drawn is None:
-            raise PreventUpdate  # no map yet: the first draw rings the cell itself
-        run, projection = drawn
-        highlight, words = _highlight(run, selection)
-        patch = Patch()
-        patch["data"][-1] = ring_trace(map_coordinates(run, projection)[0], highlight, words)
-        return patch, _ring_note(words)
 
+def _drawn_from(store, run, projection, colour) -> tuple[np.ndarray, str, np.ndarray, str, list[str]]:
+    """``(xy (N, 2), projection, colour values (N,), colouring, notes)`` of the map asked for, after the
+    fallbacks: the PCA while no UMAP is computed, the true class when a colouring cannot be had."""
+    projection = inputs.one_of(projection, PROJECTIONS, "projection")
+    colour = inputs.one_of(colour, COLOURS, "colouring")
+    xy, why = map_coordinates(run, projection)
+    notes = []
+    if xy is None:
+        projection, (xy, _) = "pca", map_coordinates(run, "pca")
+        notes.append(f"UMAP not computed ({why}); showing PCA.")
+    values, why = colour_values(run, colour, store.data_dir)
+    if values is None:
+        notes.append(f"Cannot colour by {COLOURS[colour]}: {why}; coloured by true class.")
+        colour, values = "true", run.labels
+    return xy, projection, values, colour, notes
+
+
+def _register_in_browser(app) -> None:
+    """The tooltip on hover, the selection reduced to test indices, the point or thumbnail chosen: no request."""
     app.clientside_callback(_HOVER_JS, Output("emb-tooltip", "show"), Output("emb-tooltip", "bbox"),
                             Output("emb-hover-img", "src"), Output("emb-hover-caption", "children"),
                             Input("emb-map", "hoverData"), State("emb-hover", "data"))
@@ -309,6 +311,9 @@ def register_callbacks(app, store) -> None:
                             Input({"type": "emb-item", "index": ALL}, "n_clicks"), State("run-select", "value"),
                             prevent_initial_call=True)
 
+
+def _register_selection(app, store, prefix: str) -> None:
+    """The gallery of the points a box or lasso selected, paged, and its CSV."""
     @app.callback(Output("emb-gallery", "children"), Output("emb-count", "children"),
                   Output("emb-page-label", "children"), Output("emb-page", "data"),
                   Input("emb-selection", "data"), Input("emb-prev", "n_clicks"), Input("emb-next", "n_clicks"),
@@ -340,6 +345,8 @@ def register_callbacks(app, store) -> None:
         return export.download(selection_frame(run, chosen),
                                export.filename(run.name, "map-selection", f"{len(chosen)}-images")), ""
 
+
+def _register_detail(app, store, prefix: str) -> None:
     @app.callback(Output("emb-detail", "children"), Input("emb-chosen", "data"))
     @inputs.guarded(inputs.hint)
     def detail(chosen):
@@ -352,6 +359,3 @@ def register_callbacks(app, store) -> None:
                          width=DETAIL_SIZE // 2, height=DETAIL_SIZE // 2, alt=f"test image {i}"),
                 html.P(f"Test image #{i}: true {names[t]}, predicted {names[p]} ({run.probs[i, p]:.1%})",
                        className="detail-caption")]
-
-    register_job_button(app, store, "embeddings", "emb-precompute", "emb-precompute")
-    neighbours.register_callbacks(app, store)

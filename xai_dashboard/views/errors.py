@@ -17,6 +17,7 @@ from dash.exceptions import PreventUpdate
 from .. import analysis, corrected, export, figures, inputs
 from ..images import DETAIL_SIZE, image_url
 from . import clicks, neighbours, prediction_items
+from .opened import when_opened
 
 TITLE = "Confusion & gallery"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
@@ -155,6 +156,12 @@ def _ordered(p, cells, sort_by: str, confidence: tuple[float, float]) -> np.ndar
     return analysis.within_confidence(analysis.sorted_selection(p, cells, sort_by), p.probs, *confidence)
 
 
+def _changed(new, old):
+    """``new``, or no_update when it equals ``old``: setting a store fires the callbacks reading it (the
+    address, the embedding map's ring), which a reopened tab's unchanged selection must not."""
+    return no_update if new == old else new
+
+
 def _trigger(run, pair_click):
     """``(what fired the gallery callback, a pair button's cells)``: "restored" when the address set the
     selection or page (:mod:`..url_state`: taken as they are), "pair" for a pair button clicked
@@ -212,9 +219,9 @@ def _pair_buttons(summary, class_names: list[str]) -> list:
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
 
-    # The matrix and the gallery are gated on the active tab ("view-tabs" in app.py): every
-    # tab's callbacks fire on page load, and a hidden heatmap plus 48 thumbnails would delay
-    # the overview the user is looking at.
+    # The matrix and the gallery draw when their tab opens and compute nothing while it is hidden
+    # (:mod:`.opened`): every tab's callbacks fire on page load, and a hidden heatmap plus 48
+    # thumbnails would delay the overview the user is looking at.
     _register_matrix(app, store)
     _register_gallery(app, store, prefix)
     _register_in_browser(app)
@@ -224,10 +231,10 @@ def register_callbacks(app, store) -> None:
 def _register_matrix(app, store) -> None:
     """The confusion matrix and the most confused pairs' buttons."""
     @app.callback(Output("confusion-matrix", "figure"), Output("confused-pairs", "children"),
-                  Input("run-select", "value"), Input("cm-mode", "value"), Input("view-tabs", "value"),
+                  Input("run-select", "value"), Input("cm-mode", "value"), *when_opened(TAB),
                   Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"))
     @inputs.guarded(inputs.figure, inputs.hint)
-    def update_matrix(run_name, mode, tab, label_set, _reviews_saved):
+    def update_matrix(run_name, mode, _opened, tab, label_set, _reviews_saved):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         mode = inputs.one_of(mode, ("counts", "row"), "matrix mode")
@@ -245,7 +252,7 @@ def _register_gallery(app, store, prefix: str) -> None:
         Output("selected-image", "data", allow_duplicate=True), Output("gallery-note", "children"),
         Input("confusion-matrix", "clickData"), Input(PAIR_CLICK, "data"),
         Input("run-select", "value"), Input("gallery-sort", "value"),
-        Input("gallery-prev", "n_clicks"), Input("gallery-next", "n_clicks"), Input("view-tabs", "value"),
+        Input("gallery-prev", "n_clicks"), Input("gallery-next", "n_clicks"), *when_opened(TAB),
         Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"),
         Input("gallery-conf", "value"), Input("gallery-jump", "value"),
         Input("gallery-selection", "data"), Input("gallery-page", "data"),
@@ -253,14 +260,14 @@ def _register_gallery(app, store, prefix: str) -> None:
     )
     @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant("Nothing to show"), inputs.constant(None),
                     inputs.constant(0), inputs.constant("1 / 1"), inputs.keep, inputs.keep, inputs.keep, inputs.hint)
-    def update_gallery(click, pair_click, run_name, sort_in, _prev, _next, tab, label_set, _reviews_saved, conf, jump,
-                       selection, page):
+    def update_gallery(click, pair_click, run_name, sort_in, _prev, _next, _opened, tab, label_set, _reviews_saved,
+                       conf, jump, selection_in, page_in):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         trigger, pair = _trigger(run, pair_click)
         selection, page = next_state(trigger, click_cell=inputs.clicked_cell(click, run.class_names), pair_cells=pair,
-                                     run=run.name, selection=inputs.gallery_selection(selection, run),
-                                     page=inputs.page(page))
+                                     run=run.name, selection=inputs.gallery_selection(selection_in, run),
+                                     page=inputs.page(page_in))
         cells, confidence = _cells_of(selection), inputs.confidence_range(conf)
         offered = [o["value"] for o in sort_options(cells)]
         new_cells = trigger in ("confusion-matrix", "pair", "run-select")  # a new selection: its own order
@@ -276,9 +283,9 @@ def _register_gallery(app, store, prefix: str) -> None:
         items = prediction_items(prefix, run, shown, labels=p.labels) or [
             html.P("No images in this cell." if confidence == (0, 1) else "No images in this confidence range.",
                    className="hint")]
-        return (items, str(len(ordered)), selection_title(cells, run.class_names), selection, page,
-                f"{page + 1} / {pages}", sort_options(cells), sort_by if sort_by != sort_in else no_update, image,
-                note)
+        return (items, str(len(ordered)), selection_title(cells, run.class_names), _changed(selection, selection_in),
+                _changed(page, page_in), f"{page + 1} / {pages}", sort_options(cells), _changed(sort_by, sort_in),
+                image, note)
 
     clicks.relay(app, {"type": "pair", "cells": ALL}, PAIR_CLICK)
 

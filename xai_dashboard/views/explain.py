@@ -29,6 +29,7 @@ from .explain_controls import (
 from .explain_model import build_feature_view, build_panel, method_options, probabilities_figure
 from .job_button import register_job_button
 from .map_view import IMG, contrast_tile, download, export_buttons, shown_map
+from .opened import when_opened
 
 TITLE = "Explanations"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
@@ -132,10 +133,10 @@ def _register_run(app, store) -> None:
                 run.meta["gradcam_layer"], len(run.labels) - 1)
 
     @app.callback(Output("xp-method", "options"), Output("xp-method-note", "children"),
-                  Output("xp-precompute-note", "children"), Input("run-select", "value"), Input("view-tabs", "value"),
+                  Output("xp-precompute-note", "children"), Input("run-select", "value"), *when_opened(TAB),
                   Input("xp-precompute-status", "children"))
     @inputs.guarded(inputs.keep, inputs.hint, inputs.constant(""))
-    def on_model(run_name, tab, _precomputed):
+    def on_model(run_name, _opened, tab, _precomputed):
         """Disable the methods this run's model does not support, saying why; flag an unusable gradcam.npz
         (again once the precompute button has rewritten it)."""
         inputs.shown(tab, TAB)
@@ -167,12 +168,12 @@ def _register_explanation(app, store, cache) -> None:
                   Output("xp-contrast", "children"), Output("xp-overlay-scale", "figure"),
                   Output("xp-overlay-caption", "children"),
                   Input("xp-image", "data"), Input("xp-method", "value"), Input("xp-target", "value"),
-                  Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), Input("view-tabs", "value"),
+                  Input("xp-cam-layer", "value"), Input("xp-opacity", "value"), *when_opened(TAB),
                   *[Input(f"xp-param-{p.name}", "value") for p in PAGE_PARAMS])
     @inputs.guarded(inputs.constant(""), inputs.constant(empty_figure("", height=260)), inputs.constant(""),
                     inputs.constant(""), inputs.constant(""), inputs.hint, inputs.constant([]),
                     inputs.constant(placeholder(DETAIL_SIZE)), inputs.constant(""))
-    def render(source, method, target, layer, opacity, tab, *values):
+    def render(source, method, target, layer, opacity, _opened, tab, *values):
         inputs.shown(tab, TAB)  # every tab's callbacks fire on page load; this one would load torch and a model
         panel = build_panel(store, *page_controls(store, source, method, target, layer, values, opacity), cache())
         if panel.error:  # the registry's limits, an unknown layer, a true class asked of an upload
@@ -198,9 +199,9 @@ def _register_explanation(app, store, cache) -> None:
 def _register_feature_maps(app, store) -> None:
     @app.callback(Output("xp-fm-grid", "figure"), Output("xp-fm-contrib", "figure"), Output("xp-filters", "figure"),
                   Input("xp-image", "data"), Input("layer-select", "value"), Input("xp-fm-all", "value"),
-                  Input("view-tabs", "value"))
+                  *when_opened(TAB))
     @inputs.guarded(inputs.figure, inputs.figure, inputs.figure)
-    def feature_maps(source, layer, show_all, tab):
+    def feature_maps(source, layer, show_all, _opened, tab):
         inputs.shown(tab, TAB)
         run, source = inputs.explained_image(store, source)
         layer = None if layer is None else inputs.one_of(layer, [e["name"] for e in run.meta["layers"]], "layer")

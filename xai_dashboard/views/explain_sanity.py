@@ -11,6 +11,7 @@ from ..figures import GRAPH_CONFIG, empty_figure, placeholder
 from ..methods import METHODS
 from ..sanity_file import BADGE, REFERENCE, THRESHOLD, badge_title, failing_methods
 from .explain_model import cascade_figure, sanity_data
+from .opened import when_opened
 
 TAB = "explain"  # the explanations view's tab
 
@@ -54,9 +55,9 @@ def failing_of(run) -> dict[str, float]:
 
 def register_callbacks(app, store) -> None:
     @app.callback(Output("xp-sanity-plot", "figure"), Output("xp-sanity-note", "children"),
-                  Input("run-select", "value"), Input("xp-sanity-metric", "value"), Input("view-tabs", "value"))
+                  Input("run-select", "value"), Input("xp-sanity-metric", "value"), *when_opened(TAB))
     @inputs.guarded(inputs.figure, inputs.hint)
-    def cascade(run_name, metric, tab):
+    def cascade(run_name, metric, _opened, tab):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         metric = inputs.one_of(metric, ("spearman", "ssim"), "similarity")
@@ -66,9 +67,9 @@ def register_callbacks(app, store) -> None:
         return cascade_figure(data, metric), problem
 
     @app.callback(Output("xp-sanity-badge", "children"), Input("xp-method", "value"), Input("run-select", "value"),
-                  Input("view-tabs", "value"))
+                  *when_opened(TAB))
     @inputs.guarded(inputs.hint)
-    def badge(method, run_name, tab):
+    def badge(method, run_name, _opened, tab):
         inputs.shown(tab, TAB)
         method = inputs.one_of(method, METHODS, "method")
         return sanity_badge(method, failing_of(inputs.run_of(store, run_name)))

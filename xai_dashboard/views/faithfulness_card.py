@@ -21,6 +21,7 @@ from ..figures import GRAPH_CONFIG
 from . import scoreboard_table
 from .explain_controls import PAGE_PARAMS, page_controls
 from .explain_model import Controls, export_stem, heatmap, source_image
+from .opened import when_opened
 
 TAB = "explain"  # the explanations view's tab (views/explain.py imports this module)
 _GRAPH = GRAPH_CONFIG
@@ -132,9 +133,9 @@ def _scored(store, source: dict, controls: Controls, compute: bool) -> dict | No
 
 def register_callbacks(app, store) -> None:
     @app.callback(Output("xp-faith-scores", "children"), Input("xp-faith-run", "n_clicks"),
-                  *[Input(*c) for c in _MAP_CONTROLS], Input("view-tabs", "value"), *[Input(*p) for p in _PARAMS])
+                  *[Input(*c) for c in _MAP_CONTROLS], *when_opened(TAB), *[Input(*p) for p in _PARAMS])
     @inputs.guarded(inputs.hint)
-    def scores(_clicks, source, method, target, layer, tab, *values):
+    def scores(_clicks, source, method, target, layer, _opened, tab, *values):
         inputs.shown(tab, TAB)
         source, controls = page_controls(store, source, method, target, layer, values)
         found = _scored(store, source, controls, compute=ctx.triggered_id == "xp-faith-run")

@@ -21,6 +21,7 @@ from ..human_analysis import SLICES, Comparison, comparison
 from ..human_labels import BESIDE_DATA, HUMAN_LABELS_ENV, annotations, entropy_bits
 from . import clicks, gallery_item
 from .labels import open_in_detail
+from .opened import opened_id, when_opened
 
 TITLE = "Humans vs model"
 TAB = __name__.rpartition(".")[2]
@@ -140,17 +141,24 @@ def slice_frame(run, human: np.ndarray, indices: np.ndarray) -> pd.DataFrame:
 
 def register_callbacks(app, store) -> None:
     prefix = app.config.requests_pathname_prefix
+    _register_comparison(app, store)
+    _register_slices(app, store, prefix)
+    open_in_detail(app, Input({"type": ITEM, "index": ALL}, "n_clicks"))
+    open_in_detail(app, Input("hv-scatter", "clickData"))
 
+
+def _register_comparison(app, store) -> None:
+    """People's and the model's matrices, the entropy scatter, calibration and the slices' buttons."""
     @app.callback(Output("hv-status", "children"), Output("hv-matrices", "figure"),
                   Output("hv-correlation", "children"), Output("hv-scatter", "figure"),
                   Output("hv-calibration", "children"), Output("hv-slices", "children"), Output("hv-drawn", "data"),
-                  Input("run-select", "value"), Input("view-tabs", "value"), State("hv-drawn", "data"))
+                  Input("run-select", "value"), *when_opened(TAB), State("hv-drawn", "data"))
     @inputs.guarded(inputs.hint, inputs.figure, inputs.constant(""), inputs.figure, inputs.constant([]),
                     inputs.constant([]), inputs.constant(None))
-    def update(run_name, tab, drawn):
+    def update(run_name, _opened, tab, drawn):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
-        if ctx.triggered_id == "view-tabs" and drawn == run.name:
+        if ctx.triggered_id == opened_id(TAB) and drawn == run.name:
             raise PreventUpdate  # back on the tab: the page still holds this run's figures (10,000 points)
         c, found = _compared(store, run)
         matrices, scatter = _figures(analysis.predictions_of(run), found, tuple(run.class_names))
@@ -160,15 +168,18 @@ def register_callbacks(app, store) -> None:
         status = html.P(f"People's labels from {found.source}.", className="hint")
         return status, matrices, said, scatter, calibration_table(c.calibration), slice_buttons(c), run.name
 
+
+def _register_slices(app, store, prefix: str) -> None:
+    """The gallery of the slice a button chose, paged, and its CSV."""
     @app.callback(Output("hv-gallery", "children"), Output("hv-gallery-title", "children"),
                   Output("hv-count", "children"), Output("hv-page-label", "children"),
                   Output("hv-selection", "data"), Output("hv-page", "data"),
                   Input(SLICE_CLICK, "data"), Input("hv-prev", "n_clicks"),
-                  Input("hv-next", "n_clicks"), Input("run-select", "value"), Input("view-tabs", "value"),
+                  Input("hv-next", "n_clicks"), Input("run-select", "value"), *when_opened(TAB),
                   State("hv-selection", "data"), State("hv-page", "data"))
     @inputs.guarded(inputs.hint, inputs.constant("Choose a slice"), inputs.constant("0"), inputs.constant("1 / 1"),
                     inputs.constant(None), inputs.constant(0))
-    def slice_gallery(click, _prev, _next, run_name, tab, chosen, page):
+    def slice_gallery(click, _prev, _next, run_name, _opened, tab, chosen, page):
         inputs.shown(tab, TAB)
         trigger, page = ctx.triggered_id, inputs.page(page)
         button = clicks.clicked(click, SLICE) if trigger == SLICE_CLICK else None
@@ -201,6 +212,3 @@ def register_callbacks(app, store) -> None:
         c, found = _compared(store, run)
         return export.download(slice_frame(run, found.probs, c.slices[chosen]),
                                export.filename(run.name, "humans", chosen)), ""
-
-    open_in_detail(app, Input({"type": ITEM, "index": ALL}, "n_clicks"))
-    open_in_detail(app, Input("hv-scatter", "clickData"))

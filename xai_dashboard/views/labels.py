@@ -17,6 +17,7 @@ from .. import analysis, corrected, export, inputs
 from ..label_issues import LabelIssuesError, issues_table, rank_label_issues
 from ..reviews import VERDICTS, ReviewsError, ReviewStore, counts
 from . import clicks, gallery_item
+from .opened import TABS, when_opened
 
 TITLE = "Label issues"
 TAB = __name__.rpartition(".")[2]
@@ -48,7 +49,7 @@ def open_in_detail(app, source: Input) -> None:
     """Let ``source`` (thumbnails' ``n_clicks`` or a figure's ``clickData``) open an image in the errors
     view's detail panel: its ``selected-image`` is set and its tab shown, in the browser."""
     app.clientside_callback(_OPEN_JS, Output("selected-image", "data", allow_duplicate=True),
-                            Output("view-tabs", "value", allow_duplicate=True), source,
+                            Output(TABS, "value", allow_duplicate=True), source,
                             State("run-select", "value"), prevent_initial_call=True)
 
 
@@ -120,18 +121,25 @@ def summary_line(run, flagged: int, reviews: dict) -> str:
 
 
 def register_callbacks(app, store) -> None:
-    prefix = app.config.requests_pathname_prefix
+    _register_gallery(app, store, app.config.requests_pathname_prefix)
+    _register_review(app, store)
+    _register_export(app, store)
+    _register_label_note(app, store)
+    open_in_detail(app, Input({"type": ITEM, "index": ALL}, "n_clicks"))
 
+
+def _register_gallery(app, store, prefix: str) -> None:
+    """The flagged images, a page at a time, each with its review buttons, and the review counts."""
     @app.callback(
         Output("lbl-gallery", "children"), Output("lbl-count", "children"), Output("lbl-page-label", "children"),
         Output("lbl-page", "data"), Output("lbl-status", "children"), Output("lbl-summary", "children"),
-        Input("run-select", "value"), Input("view-tabs", "value"), Input("lbl-prev", "n_clicks"),
+        Input("run-select", "value"), *when_opened(TAB), Input("lbl-prev", "n_clicks"),
         Input("lbl-next", "n_clicks"), Input("lbl-hide", "value"), Input(corrected.STAMP, "data"),
         State("lbl-page", "data"),
     )
     @inputs.guarded(inputs.hint, inputs.constant("0"), inputs.constant("1 / 1"), inputs.constant(0),
                     inputs.constant([]), inputs.constant(""))
-    def update_gallery(run_name, tab, _prev, _next, hide, _stamp, page):
+    def update_gallery(run_name, _opened, tab, _prev, _next, hide, _stamp, page):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         hide = "hide" in inputs.checklist(hide, ("hide",), "the reviewed filter")
@@ -161,6 +169,9 @@ def register_callbacks(app, store) -> None:
             html.P("No image left to review." if hide else "cleanlab flags no image of this run.", className="hint")]
         return items, f"{flagged:,}", f"{page + 1} / {pages}", page, status, summary_line(run, flagged, reviews)
 
+
+def _register_review(app, store) -> None:
+    """A review button's verdict saved to the dataset's reviews file; the header's stamp bumped."""
     clicks.relay(app, {"type": REVIEW, "verdict": ALL, "index": ALL}, REVIEW_CLICK)
 
     @app.callback(Output(corrected.STAMP, "data"), Output("lbl-message", "children"),
@@ -186,6 +197,8 @@ def register_callbacks(app, store) -> None:
         stamp = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0
         return stamp + 1, html.P(f"Saved: test image #{i}: {said}.", className="hint")
 
+
+def _register_export(app, store) -> None:
     @app.callback(Output("lbl-download", "data"), Output("lbl-export-note", "children"),
                   Input("lbl-export", "n_clicks"), State("run-select", "value"), State("lbl-hide", "value"),
                   prevent_initial_call=True)
@@ -204,6 +217,9 @@ def register_callbacks(app, store) -> None:
             raise inputs.BadInput(str(e)) from None
         return export.download(frame, export.filename(run.name, "label-issues", "unreviewed" if hide else "all")), note
 
+
+def _register_label_note(app, store) -> None:
+    """The header's note beside the label-set switch: how many labels the reviews correct, or why none."""
     @app.callback(Output(corrected.NOTE, "children"), Input(corrected.SWITCH, "value"),
                   Input("run-select", "value"), Input(corrected.STAMP, "data"))
     @inputs.guarded(inputs.hint)
@@ -215,5 +231,3 @@ def register_callbacks(app, store) -> None:
             return html.Span(note, className="input-error", role="alert")
         changed = int((p.labels != run.labels).sum())
         return f"{changed:,} labels corrected by reviews" if label_set == "reviewed" else ""
-
-    open_in_detail(app, Input({"type": ITEM, "index": ALL}, "n_clicks"))

@@ -22,6 +22,7 @@ from dash.exceptions import PreventUpdate
 
 from .. import corrected, export, inputs
 from ..images import image_url
+from .opened import when_opened
 
 SIZE = 64
 HOW = ("cosine distance (0 = same direction) between penultimate-layer features; "
@@ -145,11 +146,10 @@ def register_callbacks(app, store) -> None:
     def map_detail(chosen):
         return fill("emb-neighbours", chosen)
 
-    @app.callback(Output("xp-neighbours", "children"), Input("xp-image", "data"), Input("view-tabs", "value"))
+    @app.callback(Output("xp-neighbours", "children"), Input("xp-image", "data"), *when_opened("explain"))
     @inputs.guarded(inputs.hint)
-    def explained(source, tab):
-        if tab != "explain":  # an upload is embedded by the model: only while its tab is shown
-            raise PreventUpdate
+    def explained(source, _opened, tab):
+        inputs.shown(tab, "explain")  # an upload is embedded by the model: only while its tab is shown
         return fill("xp-neighbours", source)
 
     for panel_id, source in SOURCES.items():

@@ -16,6 +16,7 @@ from .. import export, inputs
 from ..methods import METHODS
 from ..scoreboard_file import SCOREBOARD, load_scoreboard, table_rows
 from .job_button import job_controls, register_job_button
+from .opened import when_opened
 
 TAB = "explain"
 SCORES = {"deletion": "Deletion AUC ↓", "random_deletion": "random", "edge_deletion": "edge",
@@ -90,10 +91,10 @@ def register_callbacks(app, store) -> None:
 
     @app.callback(Output("xp-board-grid", "rowData"), Output("xp-board-note", "children"),
                   Output("xp-board-class", "options"), Output("xp-board-grid", "csvExportParams"),
-                  Input("run-select", "value"), Input("xp-board-class", "value"), Input("view-tabs", "value"),
+                  Input("run-select", "value"), Input("xp-board-class", "value"), *when_opened(TAB),
                   Input("xp-board-status", "children"))
     @inputs.guarded(inputs.constant([]), inputs.hint, inputs.keep, inputs.keep)
-    def board(run_name, label, tab, _job):
+    def board(run_name, label, _opened, tab, _job):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         names = run.class_names

@@ -29,6 +29,7 @@ from ..sidebyside import (
 from . import clicks
 from .explain_model import method_options
 from .map_view import BAR, BAR_HEIGHT
+from .opened import TABS, when_opened
 
 TITLE = "Side by side"
 TAB = __name__.rpartition(".")[2]  # the tab's value: app.create_app names each tab after its module
@@ -188,7 +189,7 @@ def grid_view(grid: Grid) -> html.Div:
 
 def register_callbacks(app, store) -> None:
     @app.callback(Output("sbs-source", "data"), Output("sbs-error", "children"),
-                  Output("view-tabs", "value", allow_duplicate=True),
+                  Output(TABS, "value", allow_duplicate=True),
                   Input(LINK, "data"), Input("selected-image", "data"),
                   Input("sbs-index", "value"), Input("sbs-upload", "contents"),
                   State("sbs-upload", "filename"), State("run-select", "value"), State("xp-image", "data"),
@@ -214,9 +215,9 @@ def register_callbacks(app, store) -> None:
     clicks.relay(app, {"type": OPEN, "from": ALL}, LINK)
 
     @app.callback(Output("sbs-grid", "children"), Input("sbs-source", "data"), Input("sbs-runs", "value"),
-                  Input("sbs-methods", "value"), Input("view-tabs", "value"))
+                  Input("sbs-methods", "value"), *when_opened(TAB))
     @inputs.guarded(inputs.hint)
-    def render(source, runs, methods, tab):
+    def render(source, runs, methods, _opened, tab):
         inputs.shown(tab, TAB)  # every tab's callbacks fire on page load; this one runs every model
         return grid_view(build_grid(store, parse_source(store, source), runs, methods, explain_cache()))
 

@@ -20,6 +20,7 @@ from ..figures import GRAPH_CONFIG, _base, empty_figure, placeholder
 from ..stress_file import SEVERITIES, STRESS, accuracy_table, heatmap_rows, load_stress, summary
 from . import clicks
 from .job_button import job_controls, register_job_button
+from .opened import when_opened
 from .stress_pairs import CAM_OPEN, clicked_cell, gradcam_pair, pairs_frame, pairs_page, stored_cell
 
 TITLE = "Stress test"
@@ -139,10 +140,10 @@ def _evaluated(data: dict) -> list[str]:
 def register_callbacks(app, store) -> None:
     @app.callback(Output("stress-heatmap", "figure"), Output("stress-summary", "children"),
                   Output("stress-note", "children"), Output("stress-class", "options"),
-                  Input("run-select", "value"), Input("stress-class", "value"), Input("view-tabs", "value"),
+                  Input("run-select", "value"), Input("stress-class", "value"), *when_opened(TAB),
                   Input("stress-status", "children"))
     @inputs.guarded(inputs.figure, inputs.constant(""), inputs.hint, inputs.keep)
-    def heatmap(run_name, label, tab, _job):
+    def heatmap(run_name, label, _opened, tab, _job):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         names = run.class_names
@@ -178,11 +179,11 @@ def _register_pairs(app, store) -> None:
     @app.callback(Output("stress-pairs", "children"), Output("stress-pairs-title", "children"),
                   Output("stress-page", "data"), Output("stress-page-label", "children"), Output("stress-cell", "data"),
                   Input("stress-heatmap", "clickData"), Input("stress-class", "value"), Input("run-select", "value"),
-                  Input("view-tabs", "value"), Input("stress-prev", "n_clicks"), Input("stress-next", "n_clicks"),
+                  *when_opened(TAB), Input("stress-prev", "n_clicks"), Input("stress-next", "n_clicks"),
                   State("stress-cell", "data"), State("stress-page", "data"))
     @inputs.guarded(inputs.hint, inputs.constant(untitled), inputs.constant(0), inputs.constant("1 / 1"),
                     inputs.constant(None))
-    def pairs(click, label, run_name, tab, _prev, _next, cell, page):
+    def pairs(click, label, run_name, _opened, tab, _prev, _next, cell, page):
         """The pairs of the clicked severity cell (a mean cell keeps the current one; none after a run switch)."""
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
@@ -258,9 +259,9 @@ def compare_card() -> html.Div:
 
 def register_compare(app, store) -> None:
     @app.callback(Output("compare-stress", "figure"), Output("compare-stress-note", "children"),
-                  Input("compare-a", "value"), Input("compare-b", "value"), Input("view-tabs", "value"))
+                  Input("compare-a", "value"), Input("compare-b", "value"), *when_opened("compare"))
     @inputs.guarded(inputs.figure, inputs.hint)
-    def compare(a, b, tab):
+    def compare(a, b, _opened, tab):
         inputs.shown(tab, "compare")
         ra = inputs.run_of(store, a)
         if b is None:

@@ -22,6 +22,7 @@ from dash.exceptions import PreventUpdate
 
 from .. import corrected, export, figures, inputs, thresholds
 from ..analysis import Predictions
+from .opened import when_opened
 
 TITLE = "Threshold"
 TAB = __name__.rpartition(".")[2]
@@ -149,11 +150,18 @@ def chosen_by(trigger: str, run, positive: int, recall, cost, labels: np.ndarray
 
 
 def register_callbacks(app, store) -> None:
+    _register_choice(app, store)
+    _register_outputs(app, store)
+    _register_export(app, store)
+
+
+def _register_choice(app, store) -> None:
+    """The class to threshold (the stored one, else the rarest) and the threshold a button or a class sets."""
     @app.callback(Output("threshold-class", "options"), Output("threshold-class", "value"),
                   Output("threshold-class-label", "children"),
-                  Input("run-select", "value"), Input("view-tabs", "value"), State("chosen-thresholds", "data"))
+                  Input("run-select", "value"), *when_opened(TAB), State("chosen-thresholds", "data"))
     @inputs.guarded(inputs.keep, inputs.keep, inputs.hint)
-    def pick_class(run_name, tab, chosen):
+    def pick_class(run_name, _opened, tab, chosen):
         inputs.shown(tab, TAB)
         run = inputs.run_of(store, run_name)
         k = len(run.class_names)
@@ -179,15 +187,18 @@ def register_callbacks(app, store) -> None:
         p, _ = corrected.predictions_for(run, label_set)  # a target recall of the labels the page shows
         return chosen_by(ctx.triggered_id, run, positive, recall, cost, labels=p.labels)
 
-    # chosen-thresholds is emptied on an error: a malformed store would otherwise fail every later move.
+
+def _register_outputs(app, store) -> None:
+    """The cards, matrix and curves at the slider's threshold, which is stored per run in ``chosen-thresholds``
+    (emptied on an error: a malformed store would otherwise fail every later move)."""
     @app.callback(Output("threshold-cards", "children"), Output("threshold-cm", "figure"),
                   Output("threshold-roc", "figure"), Output("threshold-pr", "figure"),
                   Output("chosen-thresholds", "data"), Output("threshold-labels", "children"),
                   Input("threshold-slider", "value"), Input("threshold-class", "value"),
-                  Input("run-select", "value"), Input("view-tabs", "value"),
+                  Input("run-select", "value"), *when_opened(TAB),
                   Input(corrected.SWITCH, "value"), Input(corrected.STAMP, "data"), State("chosen-thresholds", "data"))
     @inputs.guarded(inputs.hint, inputs.figure, inputs.figure, inputs.figure, inputs.constant({}), inputs.hint)
-    def update_threshold(threshold, positive, run_name, tab, label_set, _reviews_saved, chosen):
+    def update_threshold(threshold, positive, run_name, _opened, tab, label_set, _reviews_saved, chosen):
         inputs.shown(tab, TAB)
         if positive is None or threshold is None:
             raise PreventUpdate  # the class list or the slider is not there yet
@@ -201,6 +212,8 @@ def register_callbacks(app, store) -> None:
         return (*threshold_outputs(run.class_names, p, s.curves, positive, threshold), chosen,
                 corrected.labels_in_use(run, p, label_set, problem))
 
+
+def _register_export(app, store) -> None:
     @app.callback(Output("threshold-download", "data"), Output("threshold-export-note", "children"),
                   *[Input(f"threshold-export-{kind}", "n_clicks") for kind in export.THRESHOLD_KINDS],
                   State("run-select", "value"), State("threshold-class", "value"), State("threshold-slider", "value"),
