@@ -60,7 +60,7 @@ def test_a_folder_without_runs_is_named(tmp_path, serve):
     (tmp_path / "empty").mkdir()
     lines = serve(str(tmp_path / "empty"))
     assert opened(lines) == ["digits-demo"]  # the demo, with the reason
-    assert "empty could not be opened: meta.json missing" in banner(lines)
+    assert f"No run directories found in {tmp_path / 'empty'}." in banner(lines)  # not a run with no meta.json
 
 
 def test_no_argument_opens_checkpoints_and_runs_of_the_working_directory(tmp_path, serve, monkeypatch):

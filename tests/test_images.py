@@ -39,8 +39,8 @@ def test_whole_factor_upscaling_is_nearest_neighbour_and_png_is_lossless():
 def test_thumbnails_are_cached_by_content_not_object():
     px = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     a, b = images.ImageSet("fp-test", px), images.ImageSet("fp-test", px.clone())
-    first = images.thumbnail_png(a, 2, 96)
-    assert images.thumbnail_png(b, 2, 96) is first
+    first = images.thumbnail_bytes(a, 2, 96)
+    assert images.thumbnail_bytes(b, 2, 96) is first
     assert np.array_equal(_decode(first)[::3, ::3], images.to_hwc(px[2]))
 
 
@@ -126,6 +126,6 @@ def test_thumbnail_cache_stays_within_its_byte_budget(monkeypatch):
     monkeypatch.setattr(images, "THUMBNAILS", images.ByteLRU(2 * 2**20))
     px = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     data = images.ImageSet("fp-budget", px)
-    sizes = [len(images.thumbnail_png(data, i, 500)) for i in range(40)]  # noisy 500 px PNGs, ~100+ KB each
+    sizes = [len(images.thumbnail_bytes(data, i, 500)) for i in range(40)]  # noisy 500 px PNGs, ~100+ KB each
     assert sum(sizes) > 4 * 2**20  # more than twice the budget went through the cache ...
     assert images.THUMBNAILS.nbytes <= 2 * 2**20 and len(images.THUMBNAILS) < 40  # ... and it kept under it

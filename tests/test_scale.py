@@ -131,22 +131,22 @@ def test_thumbnails_come_from_the_original_file_and_the_disk_cache(tmp_path, dec
     run_dir = make_folder_run(tmp_path, 20, exif_rotated=7)
     app = create_app([run_dir])
     client, run = app.server.test_client(), app.server.config["XAI_STORE"].get(None)
-    r = client.get(f"/img/{run.name}/4.png?size=32")
+    r = client.get(f"/img/{run.name}/4.jpg?size=32")
     thumb = Image.open(io.BytesIO(r.data))
     assert r.status_code == 200 and r.mimetype == "image/jpeg"
     assert thumb.size == (32, 20)  # the photo's 64:40, not the network's square 32 x 32 crop
     original = Image.open(run.images.path(4)).convert("RGB").resize((32, 20))
     assert np.abs(np.asarray(thumb, np.int16) - np.asarray(original, np.int16)).mean() < 6
-    rotated = Image.open(io.BytesIO(client.get(f"/img/{run.name}/7.png?size=32").data))
+    rotated = Image.open(io.BytesIO(client.get(f"/img/{run.name}/7.jpg?size=32").data))
     assert rotated.size == (20, 32)  # EXIF orientation applied, as the user's photo viewer shows it
-    big = Image.open(io.BytesIO(client.get(f"/img/{run.name}/4.png?size=256").data))
+    big = Image.open(io.BytesIO(client.get(f"/img/{run.name}/4.jpg?size=256").data))
     assert big.size == (WIDTH, HEIGHT)  # never enlarged: the real photo
 
     images.THUMBNAILS = images.ByteLRU(2**20)  # as after a restart, or in another worker: only the disk has it
     decoded.clear()
-    again = client.get(f"/img/{run.name}/4.png?size=32")
+    again = client.get(f"/img/{run.name}/4.jpg?size=32")
     assert again.data == r.data and decoded == []
-    stored = images.thumbnail_disk().get(f"thumb/{run.meta['dataset']['fingerprint']}/4/32")
+    stored = images.thumbnail_disk().get(f"thumb/{run.meta['dataset']['fingerprint']}/4/32.jpg")
     assert stored == r.data  # raw bytes, nothing pickled
     assert images.thumbnail_disk().directory.endswith("thumbnails")
     assert Path(images.thumbnail_disk().directory).stat().st_mode & 0o077 == 0

@@ -76,9 +76,20 @@ def row_normalise(cm: np.ndarray) -> np.ndarray:
     return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
 
 
+def present_classes(labels: np.ndarray, k: int) -> np.ndarray:
+    """The classes (of ``k``) with at least one test image in ``labels`` ``(N,)``, ascending."""
+    return np.flatnonzero(np.bincount(labels, minlength=k))
+
+
 def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
     """Accuracy beside the majority-class baseline, balanced accuracy, MCC, macro precision/recall/F1,
-    top-3 accuracy (None unless K > 3: with 3 classes or fewer it is 100% by construction), log loss, ECE."""
+    top-3 accuracy (None unless K > 3: with 3 classes or fewer it is 100% by construction), log loss, ECE.
+
+    The macro averages are over the classes with test images (:func:`present_classes`), as balanced
+    accuracy's mean recall is: a class absent from the test set has no recall, and counting it as 0
+    would cap a perfect model's macro scores at the share of classes present. Among those, a class
+    never predicted counts precision 0 (``zero_division=0``).
+    """
     from sklearn.metrics import (
         accuracy_score, balanced_accuracy_score, log_loss, matthews_corrcoef, precision_recall_fscore_support,
         top_k_accuracy_score,
@@ -86,7 +97,8 @@ def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> 
 
     k = probs.shape[1]
     preds = probs.argmax(1)
-    p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=np.arange(k), average="macro", zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=present_classes(labels, k), average="macro",
+                                                 zero_division=0)
     majority = int(np.argmax(np.bincount(labels, minlength=k)))
     return {
         "accuracy": float(accuracy_score(labels, preds)),
@@ -105,11 +117,20 @@ def overall_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> 
 
 def per_class_metrics(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> list[dict]:
     """One row per class: precision, recall (the per-class accuracy), F1, support, ``found``
-    (correctly predicted images of the class) and prevalence (its share of the test set)."""
+    (correctly predicted images of the class) and prevalence (its share of the test set).
+
+    Undefined scores are NaN (n/a), not 0: a class with no test images has no recall, and no precision
+    or F1 either unless the model predicted it (then both are 0: each such prediction is wrong). A class
+    with test images that is never predicted has precision 0, as in :func:`overall_metrics`.
+    """
     from sklearn.metrics import precision_recall_fscore_support
 
     k = len(class_names)
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=np.arange(k), zero_division=0)
+    # zero_division=np.nan marks exactly the 0/0 scores; only those of absent classes are taken from it
+    p_nan, r_nan, f_nan, _ = precision_recall_fscore_support(labels, preds, labels=np.arange(k), zero_division=np.nan)
+    absent = s == 0
+    p, r, f = (np.where(absent, undefined, defined) for defined, undefined in ((p, p_nan), (r, r_nan), (f, f_nan)))
     found = np.bincount(labels[labels == preds], minlength=k)
     n = max(len(labels), 1)
     return [

@@ -104,12 +104,19 @@ def prediction_json(run, probs) -> dict:
 
 
 class Explained(NamedTuple):
-    """One image's prediction and map: ``probs`` float32 ``(K,)``, ``heat`` float32 ``(H, W)``."""
+    """One image's prediction and map: ``probs`` float32 ``(K,)``, ``heat`` float32 ``(H, W)``: in [0, 1],
+    or for a difference map (``target`` a pair) signed, as the Explanations page draws it: sign and
+    magnitude of logit[a] - logit[b]'s attribution, since rescaling into [0, 1] would lose "against"
+    (a ReLU'd Grad-CAM of it is all zero wherever b wins) and set the zero point anywhere."""
 
     probs: np.ndarray
     heat: np.ndarray
     pred: int
     target: int | tuple[int, int]  # a class, or (class, versus class) for a difference map
+
+    @property
+    def signed(self) -> bool:
+        return isinstance(self.target, tuple)
 
 
 def explain_upload(run, image, ask: ExplainAsk, cache) -> Explained:
@@ -128,7 +135,8 @@ def explain_upload(run, image, ask: ExplainAsk, cache) -> Explained:
         if other == target:
             raise ApiError("'versus' must name a class other than the target")
         target = (target, other)
-    return Explained(probs, explain.explain_image(run, image, target, ask.settings, cache), pred, target)
+    signed = isinstance(target, tuple)  # a difference map keeps its sign (see Explained)
+    return Explained(probs, explain.explain_image(run, image, target, ask.settings, cache, signed), pred, target)
 
 
 def target_label(names: list[str], target: int | tuple[int, int]) -> str:
@@ -137,22 +145,24 @@ def target_label(names: list[str], target: int | tuple[int, int]) -> str:
 
 
 def overlay_response(run, image, got: Explained, alpha: float, size) -> Response:
-    """The map over uint8 ``image`` ``(C, H, W)`` as a PNG of the form's ``size`` (clamped), with the
-    prediction, the target and the confidence in headers."""
-    png = overlay_png(image, got.heat, alpha, clamp_size(size, DETAIL_SIZE), DEFAULT_COLORMAP)
+    """The map over uint8 ``image`` ``(C, H, W)`` as a PNG of the form's ``size`` (clamped), a signed map on
+    the page's diverging scale; the prediction, the target, the confidence and ``X-Signed`` in headers."""
+    png = overlay_png(image, got.heat, alpha, clamp_size(size, DETAIL_SIZE), DEFAULT_COLORMAP, got.signed)
     names = run.class_names
     return Response(png, mimetype="image/png", headers={
         **label_headers("X-Prediction", names[got.pred]), **label_headers("X-Target", target_label(names, got.target)),
-        "X-Confidence": f"{got.probs[got.pred]:.6f}", "Cache-Control": "no-store"})
+        "X-Confidence": f"{got.probs[got.pred]:.6f}", "X-Signed": str(int(got.signed)), "Cache-Control": "no-store"})
 
 
 def explanation_json(run, got: Explained, settings: Settings) -> dict:
-    """The format=json answer without its optional ``faithfulness`` block; ``heatmap`` is ``heat`` as lists."""
+    """The format=json answer without its optional ``faithfulness`` block; ``heatmap`` is ``heat`` as lists,
+    ``signed`` says whether it keeps its sign (a difference map) or is relative, in [0, 1]."""
     index = list(got.target) if isinstance(got.target, tuple) else got.target
     return {
         "run": run.name, "method": settings.method, "layer": settings.layer,
         "target": {"index": index, "label": target_label(run.class_names, got.target)},
-        "prediction": prediction_json(run, got.probs), "shape": list(got.heat.shape), "heatmap": got.heat.tolist(),
+        "prediction": prediction_json(run, got.probs), "shape": list(got.heat.shape), "signed": got.signed,
+        "heatmap": got.heat.tolist(),
     }
 
 
@@ -171,9 +181,13 @@ class Routes:
         return self.cache if self.cache is not None else explain_cache()
 
     def read_image(self, run):
-        """The multipart ``file`` as uint8 ``(C, H, W)`` for ``run``; no more than the limit + 1 bytes are read."""
+        """The multipart ``file`` as uint8 ``(C, H, W)`` for ``run``; no more than the limit + 1 bytes are read.
+        Several ``file`` parts are refused rather than all but one ignored."""
         if "file" not in request.files:
             raise ApiError("missing multipart field 'file' (send the image as multipart/form-data)")
+        if len(request.files.getlist("file")) > 1:
+            raise ApiError(f"one image per request: the form has {len(request.files.getlist('file'))} "
+                           f"'file' parts; send each image in a request of its own")
         data = request.files["file"].read(self.limit + 1)
         return uploads.decode_image(data, run.meta, max_bytes=self.limit)
 

@@ -175,10 +175,12 @@ def _scoreboard_report(run_dir: str) -> str:
 def _stress_report(run_dir: str) -> str:
     from trainer.rundir import load_run
 
-    from .stress_file import accuracy_table, format_table, load_stress
+    from .stress_file import accuracy_table, format_table, load_stress, sample_note
 
-    data, note = load_stress(run_dir, load_run(run_dir).meta)
-    return "\n".join([note, format_table(accuracy_table(data))]).strip()
+    meta = load_run(run_dir).meta
+    data, note = load_stress(run_dir, meta)
+    table = format_table(accuracy_table(data), sample_note(data, meta["dataset"]["num_test"]))
+    return "\n".join([note, table]).strip()
 
 
 # What a finished job prints on stdout, by its function's name.

@@ -55,11 +55,17 @@ def embed_image(run, image) -> np.ndarray:
         return inference_model(run).embed(to_input(image, run.meta))[0].float().numpy()
 
 
+def umap_params(m: int) -> dict:
+    """:data:`UMAP_PARAMS` for ``m`` test images: ``n_neighbors`` at most ``m - 1`` (a point has no more
+    neighbours), which umap-learn would otherwise impose itself with a warning; at least 2, its minimum."""
+    return {**UMAP_PARAMS, "n_neighbors": max(2, min(UMAP_PARAMS["n_neighbors"], m - 1))}
+
+
 def umap_coords(test: np.ndarray) -> np.ndarray:
-    """float32 ``(M, 2)`` UMAP of embeddings ``(M, D)`` (:data:`UMAP_PARAMS`; seeded, hence single-threaded)."""
+    """float32 ``(M, 2)`` UMAP of embeddings ``(M, D)`` (:func:`umap_params`; seeded, hence single-threaded)."""
     import umap
 
-    reducer = umap.UMAP(n_components=2, **UMAP_PARAMS)
+    reducer = umap.UMAP(n_components=2, **umap_params(len(test)))
     return reducer.fit_transform(np.asarray(test, dtype=np.float32)).astype(np.float32)
 
 
@@ -89,7 +95,7 @@ def precompute_embeddings(run_dir, data_dir=None, *, batch_size: int = 500, devi
     pca, variance = pca_coords(test_emb)
     write(run_dir, EMBEDDING_MAP, meta, {
         "pca": pca, "umap": umap_coords(test_emb),
-        "config": np.array(json.dumps({"umap": UMAP_PARAMS, "pca_explained_variance": variance}))})
+        "config": np.array(json.dumps({"umap": umap_params(len(test_emb)), "pca_explained_variance": variance}))})
     config = {"features": "model.embed(x): the input of the classification head", "precision": "float32",
               "stored_as": "float16", "train_fingerprint": train.fingerprint, "metric": METRIC}
     path = write(run_dir, EMBEDDINGS, meta, {"train": train_emb, "train_label": train.labels, "test": test_emb,

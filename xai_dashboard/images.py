@@ -3,16 +3,17 @@
 Galleries reference images by URL (``/img/<run>/<index>.png?size=96&v=<fp>``)
 instead of shipping base64 in callback payloads: the browser fetches them in
 parallel and caches them, and the gallery callback stays a few kilobytes.
-Bytes are memoised per process by ``(dataset fingerprint, index, size)`` in
+Bytes are memoised per process by ``(dataset fingerprint, index, size, format)`` in
 a cache bounded in bytes (``$XAI_THUMB_CACHE_MB``, 64 MB); the same key is the
 HTTP ETag, so a revalidation costs no encoding at all.
 
-CIFAR-10 and digits images are the network's own pixels, upscaled (PNG). An image
-folder's come from the user's original file, shrunk to fit ``size`` with its aspect
-ratio (JPEG ``draft``, then ``thumbnail``; JPEG bytes, PNG when it has alpha), so the
-user sees the real photo; those are also kept on disk, shared by every worker and
-restart, in a diskcache bounded in bytes (``$XAI_THUMB_DISK_MB``, 512 MB) beside the
-explanation cache (:mod:`.cache`: private folder, raw bytes only, never pickle).
+The URL's extension is the format served: ``.png`` always PNG, ``.jpg`` JPEG. CIFAR-10 and
+digits images are the network's own pixels, upscaled, as PNG only. An image folder's come
+from the user's original file, shrunk to fit ``size`` with its aspect ratio (JPEG ``draft``,
+then ``thumbnail``), so the user sees the real photo; ``.jpg`` (:func:`thumbnail_format`) is
+the compact choice for them (about 8x smaller than PNG). Those are also kept on disk, shared
+by every worker and restart, in a diskcache bounded in bytes (``$XAI_THUMB_DISK_MB``, 512 MB)
+beside the explanation cache (:mod:`.cache`: private folder, raw bytes only, never pickle).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ CACHE_SECONDS = 7 * 24 * 3600
 THUMB_CACHE_ENV, DEFAULT_THUMB_CACHE_MB = "XAI_THUMB_CACHE_MB", 64
 THUMB_DISK_ENV, DEFAULT_THUMB_DISK_MB = "XAI_THUMB_DISK_MB", 512
 JPEG_QUALITY = 85
+FORMATS = {"png": "image/png", "jpg": "image/jpeg"}  # a URL's extension -> what it serves
 ECHO_LIMIT = 80  # characters of a user-supplied value an error message may repeat
 
 
@@ -177,36 +179,45 @@ def _displayable(img: Image.Image, size: int) -> Image.Image:
     return img.convert("RGBA" if img.mode in ("PA", "RGBa") or "transparency" in img.info else "RGB")
 
 
-def original_thumbnail(source, index: int, size: int) -> bytes:
+def original_thumbnail(source, index: int, size: int, fmt: str = "jpg") -> bytes:
     """Test image ``index`` of an image folder's ``source`` (:class:`.image_source.FolderTestImages`), from
-    the original file, shrunk to fit ``size`` x ``size`` keeping its aspect ratio (never enlarged):
-    JPEG bytes, or PNG when it has transparency."""
+    the original file, shrunk to fit ``size`` x ``size`` keeping its aspect ratio (never enlarged), as
+    ``fmt`` (a key of :data:`FORMATS`); JPEG has no alpha, so a transparent image is laid on white."""
     img = _displayable(source.original(index, fit=size), size)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
-    if "A" in img.getbands():
+    if fmt == "png":
         return encode_png(img)
+    if "A" in img.getbands():
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA")).convert("RGB")
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 
-def mimetype(data: bytes) -> str:
-    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+def has_originals(images) -> bool:
+    """Whether ``images`` (a LoadedRun's, or an :class:`ImageSet`'s) are an image folder's files."""
+    return hasattr(images, "original")
 
 
-def thumbnail_png(images: ImageSet, index: int, size: int) -> bytes:
-    """Test image ``index`` at ``size`` px, memoised in :data:`THUMBNAILS`: the network's pixels upscaled
-    to a PNG (~2-10 KB at 96 px), or for an image folder the original file's thumbnail (see
-    :func:`original_thumbnail`; PNG or JPEG, :func:`mimetype` tells), also kept in :func:`thumbnail_disk`."""
-    key = (images.key, index, size)
+def thumbnail_format(run) -> str:
+    """The compact format (a key of :data:`FORMATS`) of LoadedRun ``run``'s thumbnails, test and training:
+    "jpg" for an image folder's photos, "png" for the network's pixels (the only one served for those)."""
+    return "jpg" if has_originals(run.images) else "png"
+
+
+def thumbnail_bytes(images: ImageSet, index: int, size: int, fmt: str = "png") -> bytes:
+    """Test image ``index`` at ``size`` px as ``fmt`` (a key of :data:`FORMATS`), memoised in
+    :data:`THUMBNAILS`: the network's pixels upscaled to a PNG (~2-10 KB at 96 px), or for an image
+    folder the original file's thumbnail (:func:`original_thumbnail`), also kept in :func:`thumbnail_disk`."""
+    key = (images.key, index, size, fmt)
     data = THUMBNAILS.get(key)
     if data is not None:
         return data
-    if hasattr(images.images, "original"):
-        disk, disk_key = thumbnail_disk(), f"thumb/{images.key}/{index}/{size}"
+    if has_originals(images.images):
+        disk, disk_key = thumbnail_disk(), f"thumb/{images.key}/{index}/{size}.{fmt}"
         data = disk.get(disk_key)
         if not isinstance(data, bytes):  # a miss (or a foreign row: rewritten below)
-            data = original_thumbnail(images.images, index, size)
+            data = original_thumbnail(images.images, index, size, fmt)
             disk.set(disk_key, data)
     else:
         data = encode_png(upscale(to_hwc(images.images[index]), size))
@@ -214,15 +225,17 @@ def thumbnail_png(images: ImageSet, index: int, size: int) -> bytes:
     return data
 
 
-def etag(images: ImageSet, index: int, size: int) -> str:
-    return f"{images.key}-{index}-{size}"
+def etag(images: ImageSet, index: int, size: int, fmt: str) -> str:
+    return f"{images.key}-{index}-{size}-{fmt}"
 
 
-def image_url(prefix: str, run: str, index: int, size: int, version: str, split: str = "test") -> str:
-    """URL of one test image (``split="train"``: training image); ``version`` (the fingerprint of the
-    images) makes it safe to cache forever."""
+def image_url(prefix: str, run: str, index: int, size: int, version: str, split: str = "test",
+              fmt: str = "png") -> str:
+    """URL of one test image (``split="train"``: training image) as ``fmt`` (:func:`thumbnail_format`
+    gives the compact one); ``version`` (the fingerprint of the images) makes it safe to cache forever."""
     where = "" if split == "test" else "train/"
-    return f"{prefix.rstrip('/')}/img/{quote(run, safe='')}/{where}{int(index)}.png?size={int(size)}&v={version}"
+    return (f"{prefix.rstrip('/')}/img/{quote(run, safe='')}/{where}{int(index)}.{fmt}"
+            f"?size={int(size)}&v={version}")
 
 
 def _training_set(run, data_dir) -> ImageSet:
@@ -234,15 +247,15 @@ def _training_set(run, data_dir) -> ImageSet:
 def register_image_route(server, store, prefix: str = "/") -> None:
     """``GET {prefix}img/<run>/<index>.png?size=N`` on a Flask ``server``, reading ``store``, and
     ``{prefix}img/<run>/train/<index>.png`` for the training images the run's embeddings index
-    (:func:`.embedding_space.training_images`).
+    (:func:`.embedding_space.training_images`); ``.jpg`` in place of ``.png`` for an image folder's.
 
-    404 for an unknown run, an index outside the split, training images that are not available or
-    any other ``/img/...`` URL (which would otherwise fall through to Dash's catch-all page route);
-    304 when the browser's ``If-None-Match`` already names the image.
+    404 for an unknown run, an index outside the split, training images that are not available,
+    ``.jpg`` of the network's pixels or any other ``/img/...`` URL (which would otherwise fall through
+    to Dash's catch-all page route); 304 when the browser's ``If-None-Match`` already names the image.
     """
     from flask import abort, request
 
-    def serve(run: str, index: int, split: str = "test"):
+    def serve(run: str, index: int, split: str = "test", fmt: str = "png"):
         try:
             loaded = store.get(run)
         except KeyError:
@@ -253,16 +266,18 @@ def register_image_route(server, store, prefix: str = "/") -> None:
             abort(404, description=str(e))
         if not 0 <= index < len(images):
             abort(404, description=f"index {index} outside the {split} set (0..{len(images) - 1})")
+        if fmt != "png" and not has_originals(images.images):
+            abort(404, description=f"run {shown(run)!r} serves its images as PNG only: /img/<run>/<index>.png")
         size = clamp_size(request.args.get("size"))
-        tag = etag(images, index, size)
+        tag = etag(images, index, size, fmt)
         if request.if_none_match.contains(tag):
             resp = server.response_class(status=304)
         else:
             try:
-                data = thumbnail_png(images, index, size)
+                data = thumbnail_bytes(images, index, size, fmt)
             except DatasetUnavailable as e:  # the file changed or went away since start-up
                 abort(404, description=str(e))
-            resp = server.response_class(data, mimetype=mimetype(data))
+            resp = server.response_class(data, mimetype=FORMATS[fmt])
         resp.set_etag(tag)
         # Only a URL that names the dataset version may be cached without asking again;
         # a bare /img/<run>/<i>.png could point at another dataset after a restart.
@@ -276,7 +291,9 @@ def register_image_route(server, store, prefix: str = "/") -> None:
         abort(404, description=f"no test image at /img/{shown(rest)}; URLs look like /img/<run>/<index>.png")
 
     root = f"{prefix.rstrip('/')}/img"
-    server.add_url_rule(f"{root}/<run>/<int:index>.png", "xai_test_image", serve)
-    server.add_url_rule(f"{root}/<run>/train/<int:index>.png", "xai_train_image", serve, defaults={"split": "train"})
+    for fmt in FORMATS:
+        server.add_url_rule(f"{root}/<run>/<int:index>.{fmt}", f"xai_test_image_{fmt}", serve, defaults={"fmt": fmt})
+        server.add_url_rule(f"{root}/<run>/train/<int:index>.{fmt}", f"xai_train_image_{fmt}", serve,
+                            defaults={"split": "train", "fmt": fmt})
     server.add_url_rule(f"{root}/<path:rest>", "xai_not_an_image", not_an_image)
     server.add_url_rule(f"{root}/", "xai_not_an_image", not_an_image, defaults={"rest": ""})

@@ -103,7 +103,8 @@ def explain_operation(formats: Sequence[str]) -> dict:
     explain_fields = {
         "file": _FILE, "run": _RUN_NAME, **method_fields(),
         "target": {"type": "string", "description": "pred (default), a class name or a class index"},
-        "versus": {"type": "string", "description": "second class: the map explains target minus versus"},
+        "versus": {"type": "string", "description": "second class: the map explains target minus versus, "
+                                                    "signed (+ for target, - for versus; PNG: diverging scale)"},
         "layer": {"type": "string", "description": "a spatial layer for layer methods"},
         "alpha": {"type": "number", "minimum": 0, "maximum": 1},
         "size": {"type": "integer"},
@@ -114,6 +115,8 @@ def explain_operation(formats: Sequence[str]) -> dict:
     explain_json = {"type": "object", "required": ["run", "method", "target", "prediction", "shape", "heatmap"],
                     "properties": {"prediction": _PREDICTION,
                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                   "signed": {"type": "boolean", "description": "true (with versus): heatmap "
+                                              "keeps sign and magnitude; false: relative, in [0, 1]"},
                                    "heatmap": {"type": "array", "items": {"type": "array",
                                                                          "items": {"type": "number"}}},
                                    "faithfulness": _FAITHFULNESS}}

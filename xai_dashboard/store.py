@@ -152,12 +152,12 @@ class RunStore:
     def from_dirs(cls, run_dirs: list[str | Path] | None = None, data_dir: str | None = None) -> "RunStore":
         """Load runs (default: :func:`default_run_dirs`), sharing test images per dataset.
 
-        Each of ``run_dirs`` is a run directory or a folder of runs (:func:`expand_run_dirs`).
-        A run that cannot be opened (invalid files, dataset missing or different)
-        is skipped with its reason; one bad run never stops the others. When
-        nothing loads, the bundled digits demo opens with a banner that says why.
+        Each of ``run_dirs`` is a run directory or a folder of runs (:func:`expand_run_dirs`; a folder
+        without any is reported as such, :func:`no_runs_reason`). A run that cannot be opened (invalid
+        files, dataset missing or different) is skipped with its reason; one bad run never stops the
+        others. When nothing loads, the bundled digits demo opens with a banner that says why.
         """
-        dirs = expand_run_dirs(run_dirs) if run_dirs else default_run_dirs()
+        dirs, empty = expand_run_dirs(run_dirs) if run_dirs else (default_run_dirs(), [])
         runs: dict[str, LoadedRun] = {}
         skipped: dict[str, str] = {}
         sentences: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (what, fix) -> [(run, reason)]
@@ -179,6 +179,10 @@ class RunStore:
             sentences.setdefault(problem, []).append((name, reason))
         problems = [Problem(tuple(n for n, _ in group), f"{_who(group)} could not be opened: {what}; {fix}.",
                         tuple(r for _, r in group)) for (what, fix), group in sentences.items()]
+        for folder in empty:  # not a run, so not "could not be opened": say what was looked for
+            name, reason = _unique(folder.name, skipped), no_runs_reason(folder)
+            skipped[name] = reason
+            problems.append(Problem((name,), reason, (reason,)))
         note = None
         if not runs:
             demo = DEFAULT_RUNS_DIR / DEMO_RUN
@@ -190,14 +194,30 @@ class RunStore:
         return cls(runs=runs, banner=banner, skipped=skipped, problems=problems, note=note, data_dir=data_dir)
 
 
-def expand_run_dirs(paths) -> list[Path]:
-    """Each path as given when it is a run directory (holds meta.json), else every run found under it
-    (a folder of runs, such as ``runs/``); a path holding neither stays, so its error names it."""
+def expand_run_dirs(paths) -> tuple[list[Path], list[Path]]:
+    """``(run directories, folders without runs)``. Each path stays as given when it is a run directory
+    (holds meta.json, or a run's other files: its error then names what is missing) or no folder at all
+    (its error names it); a folder of runs (such as ``runs/``) gives every run found under it, and a
+    folder with none (empty, or image data) goes to the second list (:func:`no_runs_reason`)."""
     dirs: list[Path] = []
+    empty: list[Path] = []
     for path in map(Path, paths):
-        found = [] if (path / META).exists() or not path.is_dir() else find_runs(path)
-        dirs += found or [path]
-    return list(dict.fromkeys(dirs))
+        if not path.is_dir() or any((path / name).exists() for name in (META, WEIGHTS, PREDICTIONS, HISTORY)):
+            dirs.append(path)
+            continue
+        found = find_runs(path)
+        dirs += found
+        empty += [] if found else [path]
+    return list(dict.fromkeys(dirs)), list(dict.fromkeys(empty))
+
+
+def no_runs_reason(folder: Path) -> str:
+    """Why ``folder`` (no run under it) opened nothing; for the image-folder layout, how to train on it."""
+    reason = f"No run directories found in {folder}"
+    if (folder / "train").is_dir() and any((folder / split).is_dir() for split in ("test", "val")):
+        reason += (f": it looks like an image dataset (train/ and test/ class folders); train a model on it with "
+                   f"`xai-train --dataset imagefolder:{folder} --out runs/NAME`, then open runs/NAME")
+    return reason + "."
 
 
 def default_run_dirs() -> list[Path]:

@@ -123,9 +123,28 @@ def corrupted_test_images(images: np.ndarray, indices, corruption: str, severity
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def format_table(table: dict) -> str:
+def sample_note(data: dict, num_test: int) -> str:
+    """What the evaluated images are, in words, when they are not the whole test set of ``num_test`` images:
+    a class-stratified sample (:func:`.stress.sample`), whose accuracies weigh the classes by their counts
+    in the sample, not in the test set; so with equal counts its clean accuracy is the sample's balanced
+    accuracy (mean per-class accuracy), not the run's test accuracy. "" for the whole test set."""
+    n = len(data["index"])
+    if n >= num_test:
+        return ""
+    counts = np.bincount(data["label"])
+    low, high = int(counts[counts > 0].min()), int(counts.max())
+    head = f"a class-stratified sample of {n:,} of the {num_test:,} test images"
+    if low == high:
+        return (f"{head}, {low:,} per class: every class weighs the same, so these accuracies are balanced "
+                f"accuracies (mean per-class accuracy), not the run's test accuracy")
+    return (f"{head}, {low:,} to {high:,} per class (small classes taken whole), not in the test set's "
+            f"proportions: these accuracies weigh the classes differently from the run's test accuracy")
+
+
+def format_table(table: dict, sample: str = "") -> str:
     """The accuracy table as fixed-width text (what ``precompute stress`` prints): one row per corruption
-    with its five severities and mean, then the per-severity means, the clean and mean corruption accuracy."""
+    with its five severities and mean, then the per-severity means, the clean and mean corruption accuracy;
+    ``sample`` (:func:`sample_note`) comes before those when the images are a sample."""
     s = summary(table)
     cell = lambda v: f"{100 * v:6.2f}"  # noqa: E731
     head = f"{'corruption':18s} " + " ".join(f"{'sev ' + str(k):>6s}" for k in SEVERITIES) + "   mean"
@@ -134,7 +153,7 @@ def format_table(table: dict) -> str:
     rows.append(f"{'mean':18s} " + " ".join(cell(v) for v in s["per_severity"]) + " " + cell(s["mean"]))
     foot = (f"accuracy in % on {table['images']:,} test images; clean {100 * s['clean']:.2f} %, mean corruption "
             f"{100 * s['mean']:.2f} %, relative drop {100 * s['relative_drop']:.1f} %")
-    return "\n".join([head, *rows, foot])
+    return "\n".join([head, *rows, *([f"images: {sample}"] if sample else []), foot])
 
 
 def robustness_json(run) -> tuple[dict | None, str]:

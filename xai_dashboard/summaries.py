@@ -32,8 +32,9 @@ from .analysis import (
     reliability, roc_pr_curves,
 )
 
-# 4: stored through trainer.artifacts (3: balanced accuracy, MCC, majority baseline, found counts)
-SUMMARY = declare("summary.json", version=4, kind="json", binds=("weights", "test_set", "classes"),
+# 5: a class without test images is n/a (NaN) per class and left out of the macro averages
+# (4: stored through trainer.artifacts; 3: balanced accuracy, MCC, majority baseline, found counts)
+SUMMARY = declare("summary.json", version=5, kind="json", binds=("weights", "test_set", "classes"),
                   producer="xai-dashboard {run}")
 SUMMARY_FILE = SUMMARY.name
 log = logging.getLogger(__name__)

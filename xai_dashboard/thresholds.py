@@ -22,8 +22,11 @@ def prevalence(y: np.ndarray) -> float:
 
 
 def minority_class(labels: np.ndarray, k: int) -> int:
-    """The class with the fewest test images (``labels`` int ``(N,)``); ties go to the lower index."""
-    return int(np.argmin(np.bincount(labels, minlength=k)))
+    """The class with the fewest test images among those that have any (``labels`` int ``(N,)``): a class
+    without test images has nothing to threshold. Ties go to the lower index; 0 when ``labels`` is empty."""
+    counts = np.bincount(labels, minlength=k)
+    present = np.flatnonzero(counts)
+    return int(present[np.argmin(counts[present])]) if len(present) else 0
 
 
 def metrics_at(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
