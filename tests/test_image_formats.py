@@ -38,3 +38,20 @@ def test_the_network_pixels_are_png_only():
     assert png.status_code == 200 and png.mimetype == "image/png" and png.data.startswith(b"\x89PNG")
     jpg = client.get(f"/img/{store_run}/0.jpg?size=32")
     assert jpg.status_code == 404 and b"PNG only" in jpg.data
+
+
+def test_the_pages_ask_an_image_folder_for_its_compact_format(tmp_path, isolated_caches):  # noqa: F811
+    """Galleries, details, the map's hover and the stress pairs build their URLs with test_image_url: JPEG for
+    photos (a 256 px PNG of a photo is ~12x the bytes), PNG for the network's pixels; every such URL answers."""
+    from xai_dashboard.views import gallery_item
+
+    app = create_app([make_folder_run(tmp_path, 12)])
+    client, run = app.server.test_client(), app.server.config["XAI_STORE"].get(None)
+    src = gallery_item("/", run, 3, caption=[], wrong=False).children[0].src
+    assert src.split("?")[0] == f"/img/{run.name}/3.jpg"
+    answer = client.get(src)
+    assert answer.status_code == 200 and answer.mimetype == "image/jpeg"
+    demo = create_app(store=RunStore.from_dirs([CHECKPOINTS / "digits-demo"]))
+    demo_run = demo.server.config["XAI_STORE"].get(None)
+    src = gallery_item("/", demo_run, 3, caption=[], wrong=False).children[0].src
+    assert src.split("?")[0] == "/img/digits-demo/3.png" and demo.server.test_client().get(src).status_code == 200

@@ -30,3 +30,20 @@ def test_a_stratified_sample_is_named_in_the_report(tmp_path, capsys):
     uneven = {"index": data["index"][1:], "label": data["label"][1:]}  # one class now has one image
     assert "1 to 2 per class" in sample_note(uneven, num_test)
     assert sample_note(data, N) == ""  # every test image: nothing to say
+
+
+def test_the_stress_view_says_its_images_are_a_sample(tmp_path, capsys):
+    """The line under the heatmap carries the same words as the command's report, and nothing for a full test set."""
+    from xai_dashboard.stress_file import accuracy_table
+    from xai_dashboard.views.stress import summary_text
+
+    source = demo_copy(tmp_path / "source", "stress.npz")
+    copy, status, _ = command_on_copy(source, tmp_path, capsys, "stress", "--images", str(N))
+    assert status == 0
+    meta = load_run(copy).meta
+    data, _ = load_stress(copy, meta)
+    num_test = meta["dataset"]["num_test"]
+    text = summary_text(data, accuracy_table(data), None, num_test)
+    assert text.endswith(f" Images: {sample_note(data, num_test)}.")
+    assert "class-stratified sample of 20" in text
+    assert "Images:" not in summary_text(data, accuracy_table(data), None, N)

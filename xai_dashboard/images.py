@@ -238,6 +238,12 @@ def image_url(prefix: str, run: str, index: int, size: int, version: str, split:
             f"?size={int(size)}&v={version}")
 
 
+def test_image_url(prefix: str, run, index: int, size: int) -> str:
+    """:func:`image_url` of LoadedRun ``run``'s test image ``index`` in its compact format (:func:`thumbnail_format`):
+    what every gallery, detail and map shows."""
+    return image_url(prefix, run.name, index, size, run.meta["dataset"]["fingerprint"], fmt=thumbnail_format(run))
+
+
 def _training_set(run, data_dir) -> ImageSet:
     from .embedding_space import training_images  # loaded with the first training image asked for
 

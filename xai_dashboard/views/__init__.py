@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from dash import html
 
-from ..images import THUMB_SIZE, image_url
+from ..images import THUMB_SIZE, test_image_url
 
 VIEWS = ("overview", "errors", "threshold", "compare", "explain", "sidebyside", "labels", "humans", "embedding_map", "stress")
 
@@ -20,7 +20,7 @@ def gallery_item(prefix: str, run, index: int, *, caption: list, wrong: bool, cl
     """One thumbnail: ``class="gallery-item"`` and ``data-index`` = test-set index (tests rely on both).
     A clickable one has the id ``{"type": kind, "index": index}``: another view's gallery passes its own
     ``kind``, since two galleries in the page may show the same image."""
-    url = image_url(prefix, run.name, index, size, run.meta["dataset"]["fingerprint"])
+    url = test_image_url(prefix, run, index, size)
     # a clickable one is focusable: assets/browse.js moves between them with the arrow keys, Enter opens one
     extra = {"id": {"type": kind, "index": int(index)}, "n_clicks": 0, "tabIndex": 0, "role": "button"} \
         if clickable else {}

@@ -15,7 +15,7 @@ from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, 
 from dash.exceptions import PreventUpdate
 
 from .. import analysis, corrected, export, figures, inputs
-from ..images import DETAIL_SIZE, image_url
+from ..images import DETAIL_SIZE, test_image_url
 from . import clicks, neighbours, prediction_items
 from .opened import when_opened
 
@@ -345,6 +345,6 @@ def _register_detail(app, store, prefix: str) -> None:
             html.Dt("Confidence"), html.Dd(f"{run.probs[i, p]:.1%}"),
             html.Dt("p(true class)"), html.Dd(f"{run.probs[i, t]:.1%}"),
         ])
-        src = image_url(prefix, run.name, i, DETAIL_SIZE, run.meta["dataset"]["fingerprint"])
+        src = test_image_url(prefix, run, i, DETAIL_SIZE)
         fig = figures.top_k_figure(analysis.top_k(run.probs[i], 5), names, t)
         return "image-detail", src, [caption, *([html.P(note, className="hint")] if note else [])], fig

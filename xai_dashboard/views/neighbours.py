@@ -21,7 +21,7 @@ from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from .. import corrected, export, inputs
-from ..images import image_url
+from ..images import image_url, thumbnail_format
 from .opened import when_opened
 
 SIZE = 64
@@ -51,7 +51,7 @@ def neighbour_items(prefix: str, run, found) -> list[html.Div]:
     names = run.class_names
     items = []
     for i, label, d in zip(found.index.tolist(), found.label.tolist(), found.distance.tolist()):
-        url = image_url(prefix, run.name, i, SIZE, found.fingerprint, split="train")
+        url = image_url(prefix, run.name, i, SIZE, found.fingerprint, split="train", fmt=thumbnail_format(run))
         items.append(html.Div(
             [html.Img(src=url, width=SIZE, height=SIZE, alt=f"training image {i}"),
              html.Div([html.Span(names[label], className="lbl-true"), html.Span(f"{d:.3f}", className="conf")],

@@ -13,7 +13,8 @@ from .. import analysis, corrected, export, figures, inputs
 
 TITLE = "Overview"
 _GRAPH = figures.GRAPH_CONFIG
-_3F = {"function": "d3.format('.3f')(params.value)"}
+# a class with no test images has no recall (NaN, sent as null): "n/a", as the trainer prints it
+_3F = {"function": "params.value == null ? 'n/a' : d3.format('.3f')(params.value)"}
 # Sorting happens in the browser on rows already sent: at most a few hundred classes, so paging
 # the table there costs nothing on the server.
 CLASS_COLUMNS = [
@@ -75,9 +76,9 @@ def metric_cards(overall: dict, class_names: list[str]) -> list[tuple[str, str, 
     if overall.get("top3") is not None:
         cards.append(("Top-3 accuracy", f"{overall['top3']:.2%}", "true class among the 3 most probable"))
     return cards + [
-        ("Macro precision", f"{overall['precision']:.3f}", "unweighted mean over classes"),
-        ("Macro recall", f"{overall['recall']:.3f}", "unweighted mean over classes"),
-        ("Macro F1", f"{overall['f1']:.3f}", "unweighted mean over classes"),
+        ("Macro precision", f"{overall['precision']:.3f}", "unweighted mean over the classes with test images"),
+        ("Macro recall", f"{overall['recall']:.3f}", "unweighted mean over the classes with test images"),
+        ("Macro F1", f"{overall['f1']:.3f}", "unweighted mean over the classes with test images"),
         ("ECE", f"{overall['ece']:.3f}", f"expected calibration error; log loss {overall['log_loss']:.3f}"),
     ]
 

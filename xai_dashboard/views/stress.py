@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from .. import export, inputs
 from ..figures import GRAPH_CONFIG, _base, empty_figure, placeholder
-from ..stress_file import SEVERITIES, STRESS, accuracy_table, heatmap_rows, load_stress, summary
+from ..stress_file import SEVERITIES, STRESS, accuracy_table, heatmap_rows, load_stress, sample_note, summary
 from . import clicks
 from .job_button import job_controls, register_job_button
 from .opened import when_opened
@@ -113,13 +113,15 @@ def compare_figure(table_a: dict, table_b: dict, name_a: str, name_b: str) -> go
     return _base(fig, "", height=560)
 
 
-def summary_text(data: dict, table: dict, class_name: str | None) -> str:
+def summary_text(data: dict, table: dict, class_name: str | None, num_test: int) -> str:
+    """The line under the heatmap; ``num_test``: the run's test images, to say when ``data`` is a sample of them."""
     s, cfg = summary(table), data["config"]
     scope = f"the {table['images']:,} '{class_name}' images among " if class_name else ""
+    sample = sample_note(data, num_test)
     return (f"Clean accuracy {s['clean']:.2%}; mean corruption accuracy {s['mean']:.2%} "
             f"({len(table['corruptions'])} corruptions × {len(SEVERITIES)} severities), a relative drop of "
             f"{s['relative_drop']:.1%} from clean. On {scope}{len(data['index']):,} test images, "
-            f"{cfg['precision']} inference, noise seed {cfg['seed']}.")
+            f"{cfg['precision']} inference, noise seed {cfg['seed']}." + (f" Images: {sample}." if sample else ""))
 
 
 def missing_text(run, problem: str) -> str:
@@ -157,7 +159,8 @@ def register_callbacks(app, store) -> None:
         table = accuracy_table(data, label)
         scope = "all classes" if label is None else f"true class '{names[label]}'"
         return (heatmap_figure(table, f"{run.name}: accuracy (%), {scope}"),
-                summary_text(data, table, None if label is None else names[label]), note, options)
+                summary_text(data, table, None if label is None else names[label], run.meta["dataset"]["num_test"]),
+                note, options)
 
     _register_pairs(app, store)
     _register_exports(app, store)

@@ -9,7 +9,7 @@ import numpy as np
 from dash import html
 
 from .. import analysis, export, inputs
-from ..images import THUMB_SIZE, encode_png, image_url, to_hwc, upscale
+from ..images import THUMB_SIZE, encode_png, test_image_url, to_hwc, upscale
 from ..overlay import data_url
 from ..stress_file import BROKEN_COLUMNS, SEVERITIES, broken, broken_rows, corrupted_test_images
 
@@ -50,7 +50,7 @@ def pair_item(run, data: dict, pos: int, corrupted: np.ndarray, c: int, s: int, 
     names, i, t = run.class_names, int(data["index"][pos]), int(data["label"][pos])
     pc, pk = int(data["clean_pred"][pos]), int(data["pred"][c, s - 1, pos])
     src = data_url(encode_png(upscale(to_hwc(corrupted), THUMB_SIZE)))
-    clean = image_url(prefix, run.name, i, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
+    clean = test_image_url(prefix, run, i, THUMB_SIZE)
 
     def caption(what: str, pred: int, prob: float) -> list:
         return [f"{what} ", html.Span(names[pred], className="lbl-pred " + ("right" if pred == t else "wrong")),
