@@ -109,9 +109,9 @@ def test_scores_are_cached_under_the_maps_key(demo_store, tmp_path):
 def test_card_builder_renders_scores_meanings_and_curves(block):
     scores = block["faithfulness"]
     text = json.dumps([c.to_plotly_json() for c in scores_children(scores)], default=str)
-    assert f"{scores['deletion_auc']:.3f}" in text and f"{scores['insertion_auc']:.3f}" in text
-    assert f"{scores['random']['deletion_auc']:.3f}" in text and f"{scores['edge']['insertion_auc']:.3f}" in text
-    assert f"{scores['road']['morf_mean']:.3f}" in text and scores["verdict"]["verdict"] in text
+    assert f"{scores['deletion_auc']:#.3g}" in text and f"{scores['insertion_auc']:#.3g}" in text
+    assert f"{scores['random']['deletion_auc']:#.3g}" in text and f"{scores['edge']['insertion_auc']:#.3g}" in text
+    assert f"{scores['road']['morf_mean']:#.3g}" in text and scores["verdict"]["verdict"] in text
     assert "lower is better" in text and "higher is better" in text and "ROAD" in text
     fig = curves_figure(scores)
     assert [t.name for t in fig.data] == ["deletion, this map", "deletion, random", "insertion, this map",
@@ -185,12 +185,12 @@ def test_csv_download_is_the_cards_table_unrounded(client, demo_store):
     assert list(frame.index) == ["this map", random, "edge"]
     for measure, heading in (("deletion", "Deletion AUC"), ("insertion", "Insertion AUC")):
         this, rnd, edge = (frame.loc[m] for m in ("this map", random, "edge"))
-        assert table[heading] == [f"{this[f'{measure}_auc']:.3f}",
-                                  f"{rnd[f'{measure}_auc']:.3f} ± {rnd[f'{measure}_auc_std']:.3f}",
-                                  f"{edge[f'{measure}_auc']:.3f}"]
+        assert table[heading] == [f"{this[f'{measure}_auc']:#.3g}",
+                                  f"{rnd[f'{measure}_auc']:#.3g} ± {rnd[f'{measure}_auc_std']:#.3g}",
+                                  f"{edge[f'{measure}_auc']:#.3g}"]
     road = frame.loc["this map"]
     assert table["ROAD MoRF / LeRF"][0] == \
-        f"{road['road_morf']:.3f} / {road['road_lerf']:.3f} (gap {road['road_gap']:+.3f})"
+        f"{road['road_morf']:#.3g} / {road['road_lerf']:#.3g} (gap {road['road_gap']:+#.3g})"
     assert frame.loc["edge", ["deletion_auc_std", "road_morf"]].isna().all()  # not measured for the edge map
     run = demo_store.get(None)
     predicted = run.class_names[int(np.argmax(run.probs[11]))]  # the target "pred"

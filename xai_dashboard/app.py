@@ -253,6 +253,7 @@ def create_app(run_dirs=None, data_dir=None, *, store: RunStore | None = None) -
     app.layout = html.Div(className="page", children=[
         header(store),
         banner(store),
+        url_state.notice(),
         dcc.Tabs(id=opened.TABS, value=views[0] if views else None, children=tabs, className="tabs"),
         *opened.stores(views),  # a tab click fires only its view's callbacks (views.opened)
         *stores,

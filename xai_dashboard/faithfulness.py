@@ -192,21 +192,23 @@ def verdict(scores: dict) -> dict:
     "faithful": beats random on both and ROAD's LeRF - MoRF gap is positive; "not better than
     random": beats it on neither; "weak" otherwise.
     """
+    from .figures import score_text as sc  # the card's numbers are written alike
+
     rnd, rd = scores["random"], scores["road"]
     reasons, wins = [], []
     for name, sign in (("insertion", 1.0), ("deletion", -1.0)):
         ours, theirs, spread = scores[f"{name}_auc"], rnd[f"{name}_auc"], rnd[f"{name}_auc_std"]
         wins.append(sign * (ours - theirs) > spread)
-        reasons.append(f"{name} AUC {ours:.3f} vs {theirs:.3f} ± {spread:.3f} for {rnd['kind']} random maps "
+        reasons.append(f"{name} AUC {sc(ours)} vs {sc(theirs)} ± {sc(spread)} for {rnd['kind']} random maps "
                        f"({'lower' if sign < 0 else 'higher'} is better): "
                        + ("better" if wins[-1] else "not clearly better"))
     road_ok = rd["gap"] > 0
-    reasons.append(f"ROAD: target probability {rd['lerf_mean']:.3f} with the least relevant pixels removed, "
-                   f"{rd['morf_mean']:.3f} with the most relevant removed (gap {rd['gap']:+.3f}): "
+    reasons.append(f"ROAD: target probability {sc(rd['lerf_mean'])} with the least relevant pixels removed, "
+                   f"{sc(rd['morf_mean'])} with the most relevant removed (gap {sc(rd['gap'], signed=True)}): "
                    + ("the map ranks what matters first" if road_ok else "removing the top pixels hurts no more"))
     edge = scores["edge"]
     if edge["insertion_auc"] >= scores["insertion_auc"]:
-        reasons.append(f"an edge detector, blind to the model, does as well on insertion ({edge['insertion_auc']:.3f})")
+        reasons.append(f"an edge detector, blind to the model, does as well on insertion ({sc(edge['insertion_auc'])})")
     if all(wins) and road_ok:
         label = "faithful"
     elif not any(wins):

@@ -4,15 +4,17 @@ reload, a pasted link or the browser's back and forward buttons reopen the same 
 
 :data:`KEYS` is the one registry: query key -> the component property holding that piece of state,
 how its text is read (checked against the run the link opens: :class:`~.inputs.BadInput` when it is
-not a value of that run) and written (None: left out, the default). Adding a piece of state is one
-entry; keys whose component is not in the page (a view not installed) are skipped.
+not a value of that run) and written (None: left out, the default); a dropdown's key also gives its
+options for that run, sent together with the value. Adding a piece of state is one entry; keys whose
+component is not in the page (a view not installed) are skipped.
 
 Two ``dcc.Location`` components keep page and address bar in step without a callback loop: ``url``
 is only read (the page's address at load, then back/forward), ``url-write`` is only written
 (``refresh="callback-nav"``: pushed onto the history, and ``url`` hears it). ``url-shown`` holds the
-query the page shows: :func:`restore` skips the echo of a write, and nothing is written before the
-address has been read once (the page's first callbacks would otherwise overwrite a pasted link).
-A bad value in a link is ignored (its default used, the reason logged), never a failed page.
+query the page shows: a browser-side callback drops the echo of a write (no request) and hands any other
+address to :func:`restore` through ``url-read``; nothing is written before the address has been read once
+(the page's first callbacks would otherwise overwrite a pasted link). A bad value in a link is ignored (its
+default used), never a failed page; ``url-notice`` says which and why (:func:`notice_of`).
 """
 from __future__ import annotations
 
@@ -53,6 +55,9 @@ class Key:
     read: Callable[[str, Context], Any]              # query text -> property value, or BadInput
     write: Callable[[Any, Context], str | None]      # property value -> query text; None = the default
     default: Callable[[Context], Any]                # the value when the key is absent or bad
+    # a dropdown's options for the run the link opens, sent with its value: a value that is not among the
+    # options the dropdown holds (the default run's, until its run's callback answers) is cleared by Dash
+    options: Callable[[Context], list] | None = None
 
 
 def number(text: str, what: str) -> int:
@@ -128,6 +133,18 @@ def _compared(text: str, c: Context) -> str:
     return inputs.one_of(text, c.store.comparable(c.run.name), "run to compare with")
 
 
+def _targets(c: Context) -> list[dict]:
+    from .views.explain_controls import target_options
+
+    return target_options(c.run.class_names)
+
+
+def _cam_layers(c: Context) -> list[dict]:
+    from .views.explain_controls import cam_layer_options
+
+    return cam_layer_options(c.run.meta)
+
+
 def _first_comparable(c: Context):
     options = c.store.comparable(c.run.name)
     return options[0] if options else None
@@ -154,11 +171,12 @@ KEYS: dict[str, Key] = {  # "run" first: every other key is read against the run
     "method": Key("xp-method", "value", lambda t, c: inputs.one_of(t, METHODS, "method"),
                   _unless(lambda c: "gradcam"), lambda c: "gradcam"),
     "target": Key("xp-target", "value", lambda t, c: inputs.target(t, len(c.run.class_names)),
-                  _unless(lambda c: "pred"), lambda c: "pred"),
-    "layer": Key("xp-cam-layer", "value", _layer, _unless(_GRADCAM), _GRADCAM),
+                  _unless(lambda c: "pred"), lambda c: "pred", _targets),
+    "layer": Key("xp-cam-layer", "value", _layer, _unless(_GRADCAM), _GRADCAM, _cam_layers),
     "explain": Key("xp-test-index", "value", lambda t, c: inputs.index(number(t, "the image"), len(c.run.labels)),
                    _explained, _followed),
-    "compare": Key("compare-b", "value", _compared, _unless(_first_comparable), _first_comparable),
+    "compare": Key("compare-b", "value", _compared, _unless(_first_comparable), _first_comparable,
+                   lambda c: c.store.comparable(c.run.name)),
 }
 
 
@@ -206,34 +224,73 @@ def search_of(values: dict[str, Any], store, tabs: tuple[str, ...], keys: dict[s
     return f"?{query}" if query else ""
 
 
+def notice_of(search: str, ignored: list[str], c: Context) -> str:
+    """One sentence per value of a link that was ignored (``ignored``: :func:`state_of`'s ``"key: reason"``):
+    a mistyped run must not silently show another run."""
+    text = query_pairs(search).get("run", "") if isinstance(search, str) and len(search) <= MAX_QUERY else ""
+    said = []
+    for entry in ignored:
+        key, _, reason = entry.partition(": ")
+        said.append(f"The link's run {text[:40]!r} is not loaded; showing {c.run.name}." if key == "run" and text
+                    else f"The link's {key} was ignored ({reason}); showing its default." if key in KEYS
+                    else f"The link was ignored ({entry}).")
+    return " ".join(said)
+
+
 def location() -> html.Div:
     """The components this module reads and writes; placed once in the page."""
     return html.Div([dcc.Location(id="url", refresh=False), dcc.Location(id="url-write", refresh="callback-nav"),
-                     dcc.Store(id="url-shown", data=None)])
+                     dcc.Store(id="url-shown", data=None), dcc.Store(id="url-read", data=None)])
+
+
+def notice() -> html.Div:
+    """Where :func:`notice_of` is shown: placed near the top of the page."""
+    return html.Div(id="url-notice", className="hint url-notice", role="status")
+
+
+# In the browser, so that the echo of the page's own write (every tab change) costs no request: an address
+# the page did not write (back/forward, a pasted link) is handed on with a count, so that going back to the
+# address read last time is a change too. A first load without a query only marks the address read: the
+# layout is its defaults already, and a late answer would undo a tab clicked meanwhile.
+_READ_JS = """
+function (search, shown, read) {
+    const skip = window.dash_clientside.no_update;
+    if (search === undefined || search === null || search === shown) { return [skip, skip]; }
+    if (search === "" && !read) { return [skip, ""]; }
+    return [{search: search, n: ((read && read.n) || 0) + 1}, skip];
+}
+"""
 
 
 def register(app, store, tabs: tuple[str, ...], present: set[str]) -> None:
-    """The two callbacks, over the :data:`KEYS` whose component is ``present`` (the ids in the page)."""
+    """The callbacks, over the :data:`KEYS` whose component is ``present`` (the ids in the page)."""
     keys = {k: e for k, e in KEYS.items() if e.component in present}
+    listed = {k: e for k, e in keys.items() if e.options is not None}
+    app.clientside_callback(_READ_JS, Output("url-read", "data"), Output("url-shown", "data", allow_duplicate=True),
+                            Input("url", "search"), State("url-shown", "data"), State("url-read", "data"),
+                            prevent_initial_call="initial_duplicate")
 
-    @app.callback(Output("url-shown", "data", allow_duplicate=True),
+    @app.callback(Output("url-shown", "data", allow_duplicate=True), Output("url-notice", "children"),
                   *[Output(e.component, e.prop, allow_duplicate=True) for e in keys.values()],
-                  Input("url", "search"), State("url-shown", "data"),
-                  *[State(e.component, e.prop) for e in keys.values()], prevent_initial_call="initial_duplicate")
-    @inputs.guarded(*[inputs.keep] * (1 + len(keys)))  # a bug: logged, the page left as it is
-    def restore(search, shown, *current):
-        if search is None or search == shown:  # not read yet, or the echo of this page's own write
+                  *[Output(e.component, "options", allow_duplicate=True) for e in listed.values()],
+                  Input("url-read", "data"), *[State(e.component, e.prop) for e in keys.values()],
+                  prevent_initial_call=True)
+    @inputs.guarded(*[inputs.keep] * (2 + len(keys) + len(listed)))  # a bug: logged, the page left as it is
+    def restore(read, *current):
+        search = read.get("search") if isinstance(read, dict) else None
+        if search is None:
             raise PreventUpdate
         try:
             wanted, c, ignored = state_of(search, store, tabs, keys)
         except inputs.BadInput as e:
-            wanted, c, ignored = *state_of("", store, tabs, keys)[:2], [str(e)]
+            wanted, c, ignored = *state_of("", store, tabs, keys)[:2], [f"address: {e}"]
         if ignored:
             log.info("address %.200r: ignored %s", search, "; ".join(ignored))
         # only what differs, compared as the address would write it: a store's {run: ...} copy is no change
-        changed = [wanted[k] if e.write(wanted[k], c) != e.write(now, c) else no_update
-                   for (k, e), now in zip(keys.items(), current)]
-        return search, *changed
+        changed = {k: wanted[k] if e.write(wanted[k], c) != e.write(now, c) else no_update
+                   for (k, e), now in zip(keys.items(), current)}
+        options = [no_update if changed[k] is no_update else e.options(c) for k, e in listed.items()]
+        return search, notice_of(search, ignored, c), *changed.values(), *options
 
     @app.callback(Output("url-write", "search"), Output("url-shown", "data", allow_duplicate=True),
                   *[Input(e.component, e.prop) for e in keys.values()], State("url-shown", "data"),

@@ -174,7 +174,8 @@ def register_callbacks(app, store) -> None:
 
 def _register_runs(app, store) -> None:
     """Run A follows the header's run selector; run B is one of those evaluated on A's test images."""
-    @app.callback(Output("compare-a", "value"), Input("run-select", "value"))
+    # not at page load (the layout holds the default run): that first answer could reset a link's run B
+    @app.callback(Output("compare-a", "value"), Input("run-select", "value"), prevent_initial_call=True)
     @inputs.guarded(inputs.keep)
     def follow_selector(run_name):
         return inputs.run_of(store, run_name).name

@@ -32,7 +32,7 @@ from plotly.colors import qualitative
 from .. import analysis, export, figures, inputs
 from ..cache import explain_cache
 from ..embedding_space import PROJECTIONS, map_coordinates
-from ..images import DETAIL_SIZE, THUMB_SIZE, image_url
+from ..images import DETAIL_SIZE, THUMB_SIZE, test_image_url
 from . import neighbours, prediction_items
 from .job_button import register_job_button
 from .opened import opened_id, when_opened
@@ -62,7 +62,7 @@ def layout(store) -> html.Div:
             html.Div(id="emb-note", className="hint", role="status"),
             html.Div(id="emb-ring", className="hint", role="status"),
             dcc.Graph(id="emb-map", figure=figures.placeholder(HEIGHT), clear_on_unhover=True,
-                      config={**figures.GRAPH_CONFIG, "scrollZoom": True}),
+                      config=figures.SELECT_CONFIG),
             dcc.Tooltip(id="emb-tooltip", children=[
                 html.Img(id="emb-hover-img", width=THUMB_SIZE, height=THUMB_SIZE, alt=""),
                 html.Div(id="emb-hover-caption", className="caption")]),
@@ -156,8 +156,8 @@ def map_figure(xy: np.ndarray, by: str, values: np.ndarray, class_names: list[st
                                                     "colorscale": "Viridis",
                                                     "colorbar": {"title": {"text": by.replace("_", " ")}}})]
     fig = go.Figure(traces + [ring_trace(xy, highlight, highlight_name)])
-    fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", hovermode="closest",
-                      plot_bgcolor="#fff", legend=dict(itemsizing="constant"),
+    fig.update_layout(height=HEIGHT, margin=dict(l=10, r=10, t=figures.MODEBAR, b=10), dragmode="lasso",
+                      hovermode="closest", plot_bgcolor="#fff", legend=dict(itemsizing="constant"),
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig
 
@@ -277,8 +277,9 @@ def _register_map(app, store, prefix: str) -> None:
         if highlight is not None:
             fig["data"][-1] = ring_trace(xy, highlight, words)
         fig["layout"]["uirevision"] = f"{run.name}/{projection}"  # colouring keeps the zoom
-        base = image_url(prefix, run.name, 0, THUMB_SIZE, run.meta["dataset"]["fingerprint"])
-        hover = {"base": base.split("/0.png?")[0] + "/", "suffix": ".png?" + base.split(".png?")[1],
+        base, query = test_image_url(prefix, run, 0, THUMB_SIZE).split("?")  # ".../0.jpg", "size=..&v=.."
+        folder, _, name = base.rpartition("/")
+        hover = {"base": folder + "/", "suffix": name.removeprefix("0") + "?" + query,
                  "names": run.class_names, "labels": run.labels.tolist(), "preds": run.preds.tolist()}
         return fig, " ".join(notes), _ring_note(words), hover, now
 
@@ -355,7 +356,7 @@ def _register_detail(app, store, prefix: str) -> None:
             return html.P("Click a point (or a thumbnail) to inspect it.", className="hint")
         run, i = chosen
         names, t, p = run.class_names, int(run.labels[i]), int(run.preds[i])
-        return [html.Img(src=image_url(prefix, run.name, i, DETAIL_SIZE // 2, run.meta["dataset"]["fingerprint"]),
+        return [html.Img(src=test_image_url(prefix, run, i, DETAIL_SIZE // 2),
                          width=DETAIL_SIZE // 2, height=DETAIL_SIZE // 2, alt=f"test image {i}"),
                 html.P(f"Test image #{i}: true {names[t]}, predicted {names[p]} ({run.probs[i, p]:.1%})",
                        className="detail-caption")]

@@ -125,10 +125,12 @@ def _register_run(app, store) -> None:
     def on_run(run_name, cam_layer):
         run = inputs.run_of(store, run_name)
         cam = cam_layer_options(run.meta)
-        # the page's first call leaves the layout's layer (or a link's, see url_state); a layer the new run
-        # has too stays, else the run's own
-        keep = no_update if ctx.triggered_id is None else \
-            cam_layer if cam_layer in [o["value"] for o in cam] else run.meta["gradcam_layer"]
+        if ctx.triggered_id is None:  # the page's first call: the layout holds the default run's options and
+            # layer, a link's run (url_state) sends its own with its values; sent again here they could clear those
+            return no_update, no_update, no_update, layer_options(run.meta), run.meta["gradcam_layer"], \
+                len(run.labels) - 1
+        # a layer the new run has too stays, else the run's own
+        keep = cam_layer if cam_layer in [o["value"] for o in cam] else run.meta["gradcam_layer"]
         return (target_options(run.class_names), cam, keep, layer_options(run.meta),
                 run.meta["gradcam_layer"], len(run.labels) - 1)
 

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from .. import uploads
 from ..explain_spec import Settings, layer_shape, parse_target
-from ..figures import colorbar_figure
+from ..figures import MODEBAR, colorbar_figure
 from ..images import DETAIL_SIZE
 from ..methods import METHODS, draws_signed
 from ..overlay import DEFAULT_COLORMAP, DIVERGING, data_url, image_png, map_range, overlay_png
@@ -260,7 +260,7 @@ def probabilities_figure(probs: np.ndarray, class_names: list[str], pred: int, t
     fig = go.Figure(go.Bar(x=probs, y=class_names, orientation="h", marker_color=colours,
                            marker_line=dict(width=lines, color="#1b7837"),
                            hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
-    fig.update_layout(height=40 + 22 * len(probs), margin=dict(l=10, r=10, t=10, b=30),
+    fig.update_layout(height=30 + MODEBAR + 22 * len(probs), margin=dict(l=10, r=10, t=MODEBAR, b=30),
                       xaxis=dict(range=[0, 1], tickformat=".0%"), yaxis=dict(autorange="reversed"))
     return fig
 

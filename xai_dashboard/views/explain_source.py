@@ -12,26 +12,27 @@ from .. import inputs, uploads
 from .explain_controls import field
 from .explain_model import source_for_run, upload_to_source
 
-# dcc.Upload drops files over max_size or outside accept without telling the server, so
-# this listener (attached once, on the document, so it works whenever the tab mounts)
-# puts the same message in upload-error that the server would have given.
+# dcc.Upload drops files over max_size or outside accept without telling the server, so this listener
+# (attached once per upload area, on the document, so it works whenever the tab mounts) puts the same
+# message in the area's error line that the server would have given. Its store: :func:`guard_stores`.
 UPLOAD_GUARD_JS = """
-function(limit) {
-    if (window.__xpUploadGuard) { return window.dash_clientside.no_update; }
-    window.__xpUploadGuard = true;
+function(guard) {
+    const seen = window.__uploadGuards = window.__uploadGuards || {};
+    if (!guard || seen[guard.upload]) { return window.dash_clientside.no_update; }
+    seen[guard.upload] = true;
     const types = ["image/png", "image/jpeg", "image/webp"];
     const names = /\\.(png|jpe?g|webp)$/i;
     const check = (target, files) => {
-        if (!target || !target.closest || !target.closest("#upload-image") || !files || !files.length) { return; }
+        if (!target || !target.closest || !target.closest("#" + guard.upload) || !files || !files.length) { return; }
         const f = files[0];
         let msg = "";
-        if (f.size > limit) {
+        if (f.size > guard.limit) {
             msg = f.name + ": the file is " + (f.size / 1048576).toFixed(1) + " MB; the limit is "
-                + (limit / 1048576).toFixed(1) + " MB";
+                + (guard.limit / 1048576).toFixed(1) + " MB";
         } else if (!(types.includes(f.type) || names.test(f.name))) {
             msg = f.name + ": unsupported file type; upload a PNG, JPEG or WebP image";
         }
-        if (msg) { window.dash_clientside.set_props("upload-error", {children: msg}); }
+        if (msg) { window.dash_clientside.set_props(guard.error, {children: msg}); }
     };
     document.addEventListener("change", e => check(e.target, e.target && e.target.files), true);
     document.addEventListener("drop", e => check(e.target, e.dataTransfer && e.dataTransfer.files), true);
@@ -40,10 +41,22 @@ function(limit) {
 """
 
 
+def guard_stores(prefix: str, upload: str, error: str, limit: int) -> list[dcc.Store]:
+    """The stores of :data:`UPLOAD_GUARD_JS` for the dcc.Upload ``upload`` whose error line is ``error``
+    (``limit``: bytes); :func:`register_guard` with the same ``prefix`` attaches it."""
+    return [dcc.Store(id=f"{prefix}-upload-limit", data={"upload": upload, "error": error, "limit": limit}),
+            dcc.Store(id=f"{prefix}-upload-guard")]
+
+
+def register_guard(app, prefix: str) -> None:
+    app.clientside_callback(UPLOAD_GUARD_JS, Output(f"{prefix}-upload-guard", "data"),
+                            Input(f"{prefix}-upload-limit", "data"))
+
+
 def stores(run_name: str, limit: int) -> list:
     """The chosen image (the run's first test image to begin with) and the upload guard's stores."""
     return [dcc.Store(id="xp-image", data={"kind": "test", "run": run_name, "index": 0}),
-            dcc.Store(id="xp-upload-limit", data=limit), dcc.Store(id="xp-upload-guard")]
+            *guard_stores("xp", "upload-image", "upload-error", limit)]
 
 
 def pickers(limit: int) -> list:
@@ -62,7 +75,7 @@ def pickers(limit: int) -> list:
 
 
 def register_callbacks(app, store) -> None:
-    app.clientside_callback(UPLOAD_GUARD_JS, Output("xp-upload-guard", "data"), Input("xp-upload-limit", "data"))
+    register_guard(app, "xp")
 
     @app.callback(Output("xp-image", "data"), Output("upload-error", "children"), Output("xp-test-index", "value"),
                   Input("upload-image", "contents"), Input("selected-image", "data"), Input("xp-test-index", "value"),

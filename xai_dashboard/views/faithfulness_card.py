@@ -17,7 +17,8 @@ from dash.exceptions import PreventUpdate
 from .. import export, inputs
 from ..cache import explain_cache
 from ..explain_spec import parse_target
-from ..figures import GRAPH_CONFIG
+from ..figures import GRAPH_CONFIG, MODEBAR
+from ..figures import score_text as sc
 from . import scoreboard_table
 from .explain_controls import PAGE_PARAMS, page_controls
 from .explain_model import Controls, export_stem, heatmap, source_image
@@ -69,7 +70,7 @@ def curves_figure(scores: dict) -> go.Figure:
             fig.add_trace(go.Scatter(x=x, y=curve, mode="lines", name=f"{measure}, {who}",
                                      line=dict(color=colour, dash=dash),
                                      hovertemplate=f"{measure}, {who}: %{{y:.2f}} at %{{x:.0%}}<extra></extra>"))
-    fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=40), legend=dict(font=dict(size=10)),
+    fig.update_layout(height=240 + MODEBAR, margin=dict(l=10, r=10, t=MODEBAR, b=40), legend=dict(font=dict(size=10)),
                       xaxis=dict(title="fraction of pixels removed / restored", tickformat=".0%", range=[0, 1]),
                       yaxis=dict(title="target probability", range=[0, 1.02]))
     return fig
@@ -104,10 +105,11 @@ def scores_children(scores: dict) -> list:
         html.Thead(html.Tr([html.Th(""), html.Th("this map"), html.Th(f"random ({rnd['kind']})"),
                             html.Th("edge"), html.Th("what it means")])),
         html.Tbody([
-            *(_row(f"{m.capitalize()} AUC", f"{scores[f'{m}_auc']:.3f}",
-                   f"{rnd[f'{m}_auc']:.3f} ± {rnd[f'{m}_auc_std']:.3f}", f"{edge[f'{m}_auc']:.3f}", MEANINGS[m])
+            *(_row(f"{m.capitalize()} AUC", sc(scores[f"{m}_auc"]),
+                   f"{sc(rnd[f'{m}_auc'])} ± {sc(rnd[f'{m}_auc_std'])}", sc(edge[f"{m}_auc"]), MEANINGS[m])
               for m in ("deletion", "insertion")),
-            _row("ROAD MoRF / LeRF", f"{road['morf_mean']:.3f} / {road['lerf_mean']:.3f} (gap {road['gap']:+.3f})",
+            _row("ROAD MoRF / LeRF",
+                 f"{sc(road['morf_mean'])} / {sc(road['lerf_mean'])} (gap {sc(road['gap'], signed=True)})",
                  "", "", MEANINGS["road"]),
         ])])
     return [

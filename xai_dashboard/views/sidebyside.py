@@ -2,7 +2,8 @@
 
 The grid itself is computed by :mod:`xai_dashboard.sidebyside`; callbacks here parse what the
 page sends and render. The image being compared is ``dcc.Store(id="sbs-source")`` (format in
-:mod:`xai_dashboard.sidebyside`). It is set by this tab's own test-index input and upload, follows
+:mod:`xai_dashboard.sidebyside`). It is set by this tab's own test-index input and upload (checked once,
+:func:`checked_upload`; files the browser drops are said by :mod:`.explain_source`'s guard), follows
 the errors gallery's ``selected-image``, and by :func:`open_link` buttons that other views place
 (the gallery's image detail, the explanations card): one click sets the source and opens this tab.
 Their clicks reach the server through :data:`LINK` (:mod:`.clicks`: a link drawn while the gallery's
@@ -26,8 +27,8 @@ from ..sidebyside import (
     AUC_STEPS, CELL_SIZE, DEFAULT_METHODS, INPUT_SIZE, MAX_METHODS, MAX_RUNS, Grid, Row, build_grid, parse_source,
     test_source, upload_source,
 )
-from . import clicks
-from .explain_model import method_options
+from . import clicks, explain_source
+from .explain_model import method_options, upload_to_source
 from .map_view import BAR, BAR_HEIGHT
 from .opened import TABS, when_opened
 
@@ -52,6 +53,7 @@ def layout(store) -> html.Div:
     limit = uploads.max_upload_bytes()
     return html.Div(className="view sbs-view", children=[
         dcc.Store(id="sbs-source", data=test_source(store.default, 0)),
+        *explain_source.guard_stores("sbs", "sbs-upload", "sbs-error", limit),
         clicks.store(LINK),
         html.Div(className="card", children=[
             html.Div(className="toolbar", children=[
@@ -103,6 +105,17 @@ def linked_source(store, origin: str, selected, shown_image, contents, filename)
     if origin == "explain":
         return parse_source(store, shown_image)
     raise inputs.BadInput(f"unknown link {shown(repr(origin))}")
+
+
+def checked_upload(store, contents, filename, run_name) -> dict:
+    """The source for an upload of this tab, decoded once here as the explanations tab decodes it (for the
+    header's run): a file no run could read is one :class:`..inputs.BadInput`, the grid keeping its image,
+    not the same error in every run's row."""
+    contents, filename = inputs.text(contents, "the uploaded file"), inputs.text(filename, "the file name")
+    _, message = upload_to_source(contents, filename, inputs.run_of(store, run_name))
+    if message:
+        raise inputs.BadInput(message)
+    return upload_source(contents, filename)
 
 
 def _clicked_link(fired: list[str], link) -> str | None:
@@ -188,6 +201,8 @@ def grid_view(grid: Grid) -> html.Div:
 
 
 def register_callbacks(app, store) -> None:
+    explain_source.register_guard(app, "sbs")
+
     @app.callback(Output("sbs-source", "data"), Output("sbs-error", "children"),
                   Output(TABS, "value", allow_duplicate=True),
                   Input(LINK, "data"), Input("selected-image", "data"),
@@ -201,10 +216,7 @@ def register_callbacks(app, store) -> None:
         if origin is not None:
             return linked_source(store, origin, selected, shown_image, xp_contents, xp_filename), "", TAB
         if "sbs-upload.contents" in fired:
-            try:
-                return upload_source(inputs.text(contents, "the uploaded file"), filename), "", no_update
-            except uploads.UploadError as e:
-                raise inputs.BadInput(f"{shown(filename or 'upload')}: {e}") from None
+            return checked_upload(store, contents, filename, run_name), "", no_update
         if "selected-image.data" in fired and selected:
             return linked_source(store, "gallery", selected, None, None, None), "", no_update
         if "sbs-index.value" in fired and index is not None:

@@ -128,6 +128,15 @@ def threshold_outputs(names: list[str], p: Predictions, curves: list[dict], posi
     return _cards(threshold_cards(m, name, curve)), cm, roc, pr
 
 
+def typed(value, wanted: str):
+    """A number box's value; None -> :class:`..inputs.BadInput` asking for ``wanted`` ("a target recall in
+    (0, 1]"): the browser sends None, not the text typed, for an empty box, text that is no number, and a
+    number outside the box's min, max or step."""
+    if value is None:
+        raise inputs.BadInput(f"Enter {wanted}: the box is empty or holds no number in that range.")
+    return value
+
+
 def chosen_by(trigger: str, run, positive: int, recall, cost, labels: np.ndarray | None = None
               ) -> tuple[float, str]:
     """The threshold (and a sentence about it) for a "Set threshold" button; only the box that
@@ -139,11 +148,13 @@ def chosen_by(trigger: str, run, positive: int, recall, cost, labels: np.ndarray
     if y.all() or not y.any():  # a class that is every test image, or none: no threshold separates it
         raise inputs.BadInput(f"Cannot choose a threshold: '{name}' has {'every' if y.any() else 'no'} test image.")
     if trigger == "threshold-by-recall":
-        recall = inputs.number(recall, "the target recall", 0.0, 1.0, low_open=True)
+        recall = inputs.number(typed(recall, "a target recall in (0, 1]"), "the target recall", 0.0, 1.0,
+                               low_open=True)
         t = thresholds.threshold_for_recall(y, scores, recall)
         why = f"the largest threshold that still finds at least {recall:.0%} of the {name}"
     else:
-        cost = inputs.number(cost, "the cost ratio", 0.0, float("inf"), low_open=True)
+        cost = inputs.number(typed(cost, "a cost ratio above 0"), "the cost ratio", 0.0, float("inf"),
+                             low_open=True)
         t = thresholds.threshold_for_cost(y, scores, cost)
         why = f"the smallest total cost when missing a {name} costs {cost:g} false alarms"
     return thresholds.snap_down(t, scores, STEP), f"Threshold {t:.6g}: {why}."
