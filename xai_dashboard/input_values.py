@@ -26,6 +26,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
 
 
+# What a page's number box (dcc.Input type=number) sends when it is empty or holds text or a value outside its
+# min/max: None, never the typed text, so a message cannot quote it. (Whole numbers name None as sent: they
+# also come from stores, where None is a malformed payload worth quoting.)
+_EMPTY_BOX = "the box is empty or holds no number in that range"
+
+
 def whole(value: Any, what: str) -> int:
     """An integer (an integral float is accepted, a bool is not: JSON ``true`` is no index)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -58,9 +64,11 @@ def page(value: Any) -> int:
 
 def number(value: Any, what: str, low: float, high: float, *, low_open: bool = False) -> float:
     """A finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    if value is None:
+        raise BadInput(f"{what} needs a number in {interval}: {_EMPTY_BOX}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not (low < value if low_open else low <= value) or not value <= high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
         raise BadInput(f"{what} must be a number in {interval}, not {_show(value)}")
     return float(value)
 

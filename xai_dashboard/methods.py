@@ -52,6 +52,9 @@ class Param:
         return self.form or self.name
 
     def error(self, value) -> str | None:
+        if value is None:  # a page's number box sends None when empty, holding text or out of its range
+            return (f"{self.name} needs an integer in [{self.lo}, {self.hi}]: "
+                    "the box is empty or holds no number in that range")
         if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
             return f"{self.name} must be an integer in [{self.lo}, {self.hi}], got {value!r}"
         return None
