@@ -83,3 +83,14 @@ def test_fp16_step_uses_a_grad_scaler_and_bf16_does_not():
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     loss, logits = fp16(x, y, torch.arange(8), 0, torch.Generator().manual_seed(0))
     assert logits.shape == (8, 10) and torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_momentum_is_adams_beta1(optimizer):
+    """``--momentum`` is documented as "SGD momentum / Adam beta1": it must reach Adam's first-moment decay,
+    and its default (0.9) must be torch's, so earlier Adam runs train as before."""
+    model = create_model("simple_cnn")
+    set_to = build_optimizer(model, resolve("digits", optimizer=optimizer, momentum=0.5))
+    assert set_to.defaults["betas"] == (0.5, 0.999)
+    default = build_optimizer(model, resolve("digits", optimizer=optimizer))
+    assert default.defaults["betas"] == torch.optim.Adam(model.parameters()).defaults["betas"]

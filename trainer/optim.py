@@ -53,7 +53,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: list | None = Non
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=cfg.lr)
+    # --momentum is Adam's beta1 (its help says so); beta2 keeps torch's default. 0.9, the flag's default, is
+    # torch's beta1 too, so runs that never set it train as before.
+    return cls(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al.'s quintic: steepest slope at 0 that still lands near 1
