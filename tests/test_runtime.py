@@ -60,12 +60,10 @@ def test_a_device_the_machine_lacks_is_one_line(argv, tmp_path):
         pytest.skip("this machine has CUDA")
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "run"
-    cmd = [sys.executable, "-c", f"import sys; sys.argv = {argv!r}; "
-           + ("from trainer.cli import main" if argv[0] == "xai-train" else "from xai_dashboard.cli import main")
-           + "; sys.exit(main())"]
+    command = [str(Path(sys.executable).parent / argv[0]), *argv[1:]]  # the installed command, as a user runs it
     if argv[0] == "xai-train":
-        cmd[-1] = cmd[-1].replace("]; ", f", '--out', {str(out)!r}]; ", 1)
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+        command += ["--out", str(out)]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

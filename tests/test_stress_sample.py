@@ -12,14 +12,19 @@ from xai_dashboard.stress_file import load_stress, sample_note
 N = 20  # 2 of each of the demo's 10 classes
 
 
-def test_a_stratified_sample_is_named_in_the_report(tmp_path, capsys):
+def _sampled_stress(tmp_path, capsys) -> tuple[dict, int, list[str]]:
+    """``precompute stress --images N`` on a digits-demo copy: (the stored file, the run's test images, printed lines)."""
     source = demo_copy(tmp_path / "source", "stress.npz")
     copy, status, out = command_on_copy(source, tmp_path, capsys, "stress", "--images", str(N))
     assert status == 0
     meta = load_run(copy).meta
     data, note = load_stress(copy, meta)
     assert note == "" and len(data["index"]) == N
-    num_test = meta["dataset"]["num_test"]
+    return data, meta["dataset"]["num_test"], out
+
+
+def test_a_stratified_sample_is_named_in_the_report(tmp_path, capsys):
+    data, num_test, out = _sampled_stress(tmp_path, capsys)
     assert out[-2] == (f"images: a class-stratified sample of {N} of the {num_test} test images, 2 per class: "
                        "every class weighs the same, so these accuracies are balanced accuracies (mean "
                        "per-class accuracy), not the run's test accuracy")
@@ -37,12 +42,7 @@ def test_the_stress_view_says_its_images_are_a_sample(tmp_path, capsys):
     from xai_dashboard.stress_file import accuracy_table
     from xai_dashboard.views.stress import summary_text
 
-    source = demo_copy(tmp_path / "source", "stress.npz")
-    copy, status, _ = command_on_copy(source, tmp_path, capsys, "stress", "--images", str(N))
-    assert status == 0
-    meta = load_run(copy).meta
-    data, _ = load_stress(copy, meta)
-    num_test = meta["dataset"]["num_test"]
+    data, num_test, _ = _sampled_stress(tmp_path, capsys)
     text = summary_text(data, accuracy_table(data), None, num_test)
     assert text.endswith(f" Images: {sample_note(data, num_test)}.")
     assert "class-stratified sample of 20" in text

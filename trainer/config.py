@@ -13,6 +13,7 @@ from typing import Any
 
 from trainer.augment import AugmentConfig
 from trainer.meta_schema import MAX_INPUT_SIZE
+from trainer.sources import DEFAULT_INPUT_SIZE, image_side
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: Muon on the conv filters, Nesterov SGD on the rest
 SCHEDULES = ("none", "step", "cosine", "onecycle", "plateau", "triangle")
@@ -22,7 +23,6 @@ CHOICES = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss_reduction": ("mean", "sum"),
     "precision": PRECISIONS, "pad_mode": ("reflect", "zeros"), "flip": ("random", "alternate", "none"),
 }
-DEFAULT_INPUT_SIZE = 32  # digits and image folders without --input-size are resized to this; CIFAR-10 is 32 px
 
 
 def flag(name: str) -> str:
@@ -160,7 +160,7 @@ class TrainConfig:
     @property
     def image_side(self) -> int:
         """The side in pixels of the images the network trains on."""
-        return DEFAULT_INPUT_SIZE if self.input_size is None else self.input_size
+        return image_side(self.input_size)
 
     def _check_augment_fits(self) -> None:
         """Reflect padding needs a pad smaller than the image (torch refuses it otherwise), and a shift or a

@@ -15,7 +15,7 @@ from functools import cached_property
 import torch
 
 from trainer.folders import FileList, decode_files, open_folder
-from trainer.sources import fingerprint, folder_root, read_dataset
+from trainer.sources import fingerprint, folder_root, image_side, read_dataset
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class FolderDataset:
     def open(cls, spec: str, size: int | None, workers: int | None) -> "FolderDataset":
         root = folder_root(spec)
         classes, train, test = open_folder(root, workers)
-        return cls(f"imagefolder:{root.name}", train, test, classes, size or 32, workers)
+        return cls(f"imagefolder:{root.name}", train, test, classes, image_side(size), workers)
 
     @property
     def input_size(self) -> int:

@@ -68,9 +68,13 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _side(input_size: int | None) -> int:
-    """The image side to read at: ``input_size``, or 32 when none was given (0 is not "none": the config refuses it)."""
-    return 32 if input_size is None else input_size
+DEFAULT_INPUT_SIZE = 32  # digits and image folders without --input-size are resized to this; CIFAR-10 is 32 px
+
+
+def image_side(input_size: int | None) -> int:
+    """The image side to read at: ``input_size``, or :data:`DEFAULT_INPUT_SIZE` when none was given (0 is not
+    "none": the config refuses it)."""
+    return DEFAULT_INPUT_SIZE if input_size is None else input_size
 
 
 def read_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_size: int | None = None,
@@ -79,11 +83,11 @@ def read_dataset(spec: str, data_dir: str | os.PathLike | None = None, input_siz
     if spec == "cifar10":
         return _cifar10(data_dir_from(data_dir), train)
     if spec == "digits":
-        return _digits(_side(input_size))
+        return _digits(image_side(input_size))
     if spec.startswith("imagefolder:"):
         if train:
             raise ValueError("an image folder's training images are read lazily: use trainer.data.load_dataset")
-        x, y, files, classes = _image_folder_test(folder_root(spec), _side(input_size))
+        x, y, files, classes = _image_folder_test(folder_root(spec), image_side(input_size))
         return ImageArrays(f"imagefolder:{files.root.name}", x[:0], y[:0], x, y, classes)
     raise ValueError(f"unknown dataset {spec!r}; use cifar10, digits or imagefolder:PATH")
 
@@ -272,7 +276,7 @@ def load_test_split(dataset_meta: dict, data_dir: str | os.PathLike | None = Non
     """
     spec, n = dataset_meta.get("spec", dataset_meta["name"]), dataset_meta.get("test_subset")
     if spec.startswith("imagefolder:"):  # only the test files are listed and decoded
-        x, y, files, _ = _image_folder_test(locate_folder(spec, data_dir), _side(input_size), n)
+        x, y, files, _ = _image_folder_test(locate_folder(spec, data_dir), image_side(input_size), n)
         found = files.fingerprint()
     else:
         ds = read_dataset(spec, data_dir, input_size, train=False)
